@@ -1,0 +1,11 @@
+// Umbrella header: the whole public API of bnlab.
+#pragma once
+
+#include <bnlab/version.h>
+
+#include <bnlab/autograd/batch_norm.h>
+#include <bnlab/data/synthetic_classification.h>
+#include <bnlab/models/mlp.h>
+#include <bnlab/nn/functional/batch_norm.h>
+#include <bnlab/nn/modules/batch_norm.h>
+#include <bnlab/nn/options/batch_norm.h>

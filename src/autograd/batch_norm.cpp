@@ -1,0 +1,178 @@
+#include "bnlab/autograd/batch_norm.h"
+
+#include "kernels/batch_norm.h"
+
+#include <ATen/ATen.h>
+
+namespace bnlab::autograd {
+
+namespace {
+
+using torch::Tensor;
+
+constexpr const char* kOp = "bnlab::batch_norm";
+
+// Checks one per-channel argument (weight, bias, running_mean, running_var).
+void check_per_channel(const c10::optional<Tensor>& t, const char* name, const Tensor& input) {
+  if (!t.has_value() || !t->defined()) return;
+  const int64_t channels = input.size(1);
+  TORCH_CHECK(t->dim() == 1 && t->size(0) == channels, kOp, ": expected ", name,
+              " of shape [", channels, "] (one value per channel of the input ", input.sizes(),
+              "), got ", name, " of shape ", t->sizes());
+  TORCH_CHECK(t->scalar_type() == input.scalar_type(), kOp, ": expected ", name,
+              " of the input's dtype ", input.scalar_type(), ", got ", t->scalar_type());
+  TORCH_CHECK(t->device() == input.device(), kOp, ": expected ", name,
+              " on the input's device ", input.device(), ", got ", t->device());
+}
+
+Tensor value_or_undefined(const c10::optional<Tensor>& t) {
+  return t.has_value() ? *t : Tensor();
+}
+
+bool is_defined(const c10::optional<Tensor>& t) { return t.has_value() && t->defined(); }
+
+// The training-mode gradients as differentiable tensor ops of the saved input,
+// used when the backward itself must be differentiated (create_graph). The
+// statistics are recomputed from x so that autograd sees their dependence on it.
+//
+// Reduced-precision inputs are computed in float64 here: second derivatives of
+// batch norm are ill-conditioned for small batches (at 2 values per channel,
+// float32 evaluation is off by up to ~200x assert_close's float32 tolerance,
+// PyTorch's included). The casts are differentiable ops, so the graph is intact.
+std::tuple<Tensor, Tensor, Tensor> differentiable_train_backward(const Tensor& grad_out_in,
+                                                                 const Tensor& input_in,
+                                                                 const Tensor& weight_in,
+                                                                 double eps) {
+  const auto dtype = input_in.scalar_type();
+  const Tensor input = input_in.to(torch::kDouble);
+  const Tensor grad_out = grad_out_in.to(torch::kDouble);
+  const Tensor weight = weight_in.defined() ? weight_in.to(torch::kDouble) : weight_in;
+  const auto dims = kernels::reduction_dims(input.dim());
+  const int64_t dim = input.dim();
+  const double count = static_cast<double>(kernels::values_per_channel(input));
+  auto mean = input.mean(dims, /*keepdim=*/true);
+  auto centered = input - mean;
+  auto var = (centered * centered).mean(dims, /*keepdim=*/true);
+  auto invstd = (var + eps).rsqrt();
+  auto xhat = centered * invstd;
+  auto sum_dy = grad_out.sum(dims, /*keepdim=*/true);
+  auto sum_dy_xhat = (grad_out * xhat).sum(dims, /*keepdim=*/true);
+  auto scale = weight.defined() ? invstd * kernels::as_channel_view(weight, dim) : invstd;
+  auto grad_input = scale * (grad_out - sum_dy / count - xhat * (sum_dy_xhat / count));
+  return {grad_input.to(dtype), sum_dy_xhat.flatten().to(dtype), sum_dy.flatten().to(dtype)};
+}
+
+}  // namespace
+
+Tensor BatchNormFunction::forward(torch::autograd::AutogradContext* ctx, const Tensor& input,
+                                  const c10::optional<Tensor>& weight,
+                                  const c10::optional<Tensor>& bias,
+                                  const c10::optional<Tensor>& running_mean,
+                                  const c10::optional<Tensor>& running_var, bool training,
+                                  double momentum, double eps) {
+  TORCH_CHECK(input.defined(), kOp, ": expected an input tensor, got an undefined tensor");
+  TORCH_CHECK(input.dim() >= 2, kOp, ": expected an input of shape (N, C, *) with at least 2 dims, got ",
+              input.dim(), "D input of shape ", input.sizes());
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()), kOp,
+              ": expected a floating-point input, got ", input.scalar_type());
+  check_per_channel(weight, "weight", input);
+  check_per_channel(bias, "bias", input);
+  check_per_channel(running_mean, "running_mean", input);
+  check_per_channel(running_var, "running_var", input);
+  TORCH_CHECK(is_defined(running_mean) == is_defined(running_var), kOp,
+              ": expected running_mean and running_var to be both defined or both undefined, got ",
+              is_defined(running_mean) ? "only running_mean" : "only running_var");
+  TORCH_CHECK(training || is_defined(running_mean), kOp,
+              ": eval mode (training=false) normalizes with running_mean and running_var, "
+              "but they are undefined; pass them or use training=true");
+  const int64_t count = kernels::values_per_channel(input);
+  if (training) {
+    // Same condition and message as PyTorch's F.batch_norm (_verify_batch_size).
+    TORCH_CHECK(count != 1, kOp,
+                ": Expected more than 1 value per channel when training, got input size ",
+                input.sizes());
+  }
+
+  const Tensor w = value_or_undefined(weight);
+  const Tensor b = value_or_undefined(bias);
+  Tensor mean;
+  Tensor invstd;
+  if (training) {
+    auto [batch_mean, batch_var] = kernels::batch_norm_stats(input);
+    if (is_defined(running_mean)) {
+      kernels::update_running_stats(*running_mean, *running_var, batch_mean, batch_var, count,
+                                    momentum);
+    }
+    mean = batch_mean;
+    invstd = kernels::invstd_from_var(batch_var, eps);
+  } else {
+    // Copies: the running buffers may be updated in place before this backward runs.
+    const auto sdt = kernels::stats_dtype(input.scalar_type());
+    mean = running_mean->to(sdt, /*non_blocking=*/false, /*copy=*/true);
+    invstd = kernels::invstd_from_var(running_var->to(sdt), eps);
+  }
+  Tensor output = kernels::batch_norm_transform(input, mean, invstd, w, b);
+
+  ctx->save_for_backward({input, w, mean, invstd});
+  ctx->saved_data["training"] = training;
+  ctx->saved_data["eps"] = eps;
+  ctx->saved_data["has_weight"] = w.defined();
+  ctx->saved_data["has_bias"] = b.defined();
+  return output;
+}
+
+torch::autograd::variable_list BatchNormFunction::backward(
+    torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grad_outputs) {
+  const auto saved = ctx->get_saved_variables();
+  const Tensor& input = saved[0];
+  const Tensor& weight = saved[1];
+  const Tensor& mean = saved[2];
+  const Tensor& invstd = saved[3];
+  const bool training = ctx->saved_data["training"].toBool();
+  const double eps = ctx->saved_data["eps"].toDouble();
+  const bool has_weight = ctx->saved_data["has_weight"].toBool();
+  const bool has_bias = ctx->saved_data["has_bias"].toBool();
+  const Tensor& grad_out = grad_outputs[0];
+
+  // needs_input_grad counts only the tensor inputs that were given:
+  // input, then weight and bias when defined.
+  const bool need_input = ctx->needs_input_grad(0);
+  const bool need_weight = has_weight && ctx->needs_input_grad(1);
+  const bool need_bias = has_bias && ctx->needs_input_grad(has_weight ? 2 : 1);
+
+  Tensor grad_input;
+  Tensor grad_weight;
+  Tensor grad_bias;
+  const int64_t dim = input.dim();
+  const auto dims = kernels::reduction_dims(dim);
+  if (at::GradMode::is_enabled()) {
+    // create_graph: build the gradients from differentiable ops (see the header).
+    if (training) {
+      std::tie(grad_input, grad_weight, grad_bias) =
+          differentiable_train_backward(grad_out, input, weight, eps);
+    } else {
+      auto scale = weight.defined() ? invstd * weight : invstd;
+      grad_input = grad_out * kernels::as_channel_view(scale, dim);
+      auto xhat = (input - kernels::as_channel_view(mean, dim)) * kernels::as_channel_view(invstd, dim);
+      grad_weight = (grad_out * xhat).sum(dims);
+      grad_bias = grad_out.sum(dims);
+    }
+  } else {
+    const int64_t count = kernels::values_per_channel(input);
+    auto [sum_dy, sum_dy_xmu] = kernels::batch_norm_backward_reduce(grad_out, input, mean);
+    if (need_input) {
+      grad_input = training ? kernels::batch_norm_backward_input(grad_out, input, mean, invstd,
+                                                                 weight, sum_dy, sum_dy_xmu, count)
+                            : kernels::batch_norm_backward_input_eval(grad_out, invstd, weight);
+    }
+    // Σ g·x̂ = r·Σ g·(x − μ).
+    if (need_weight) grad_weight = (sum_dy_xmu * invstd).to(input.scalar_type());
+    if (need_bias) grad_bias = sum_dy.to(input.scalar_type());
+  }
+  if (!need_input) grad_input = Tensor();
+  if (!need_weight) grad_weight = Tensor();
+  if (!need_bias) grad_bias = Tensor();
+  return {grad_input, grad_weight, grad_bias, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+}
+
+}  // namespace bnlab::autograd

@@ -1,0 +1,130 @@
+// Composite (device-generic) implementation of the batch-norm building blocks.
+#include "kernels/batch_norm.h"
+
+#include <ATen/ATen.h>
+
+namespace bnlab::kernels {
+
+namespace {
+
+// Reductions accumulate in float64 for float32 inputs on CPU, as PyTorch's CPU
+// batch norm does (at::acc_type<float, /*is_cuda=*/false> is double); on other
+// devices in the statistics dtype.
+torch::ScalarType accumulate_dtype(const torch::Tensor& input) {
+  if (input.is_cpu()) return torch::kDouble;
+  return stats_dtype(input.scalar_type());
+}
+
+}  // namespace
+
+torch::ScalarType stats_dtype(torch::ScalarType input_dtype) {
+  return input_dtype == torch::kDouble ? torch::kDouble : torch::kFloat;
+}
+
+int64_t values_per_channel(const torch::Tensor& input) {
+  return input.size(1) == 0 ? 0 : input.numel() / input.size(1);
+}
+
+std::vector<int64_t> reduction_dims(int64_t dim) {
+  std::vector<int64_t> dims{0};
+  for (int64_t d = 2; d < dim; ++d) dims.push_back(d);
+  return dims;
+}
+
+torch::Tensor as_channel_view(const torch::Tensor& per_channel, int64_t dim) {
+  std::vector<int64_t> shape(static_cast<size_t>(dim), 1);
+  shape[1] = per_channel.numel();
+  return per_channel.view(shape);
+}
+
+std::tuple<torch::Tensor, torch::Tensor> batch_norm_stats(const torch::Tensor& input) {
+  const auto out_dtype = stats_dtype(input.scalar_type());
+  const int64_t channels = input.size(1);
+  if (values_per_channel(input) == 0) {
+    auto zeros = torch::zeros({channels}, input.options().dtype(out_dtype));
+    return {zeros, zeros.clone()};
+  }
+  auto x = input.to(accumulate_dtype(input));
+  auto [var, mean] = at::var_mean(x, reduction_dims(input.dim()), /*unbiased=*/false,
+                                  /*keepdim=*/false);
+  return {mean.to(out_dtype), var.to(out_dtype)};
+}
+
+torch::Tensor invstd_from_var(const torch::Tensor& var, double eps) {
+  return (var + eps).rsqrt();
+}
+
+void update_running_stats(const torch::Tensor& running_mean, const torch::Tensor& running_var,
+                          const torch::Tensor& mean, const torch::Tensor& var, int64_t count,
+                          double momentum) {
+  if (count == 0) return;  // an empty batch carries no statistics
+  torch::NoGradGuard no_grad;
+  // Bessel's correction M/(M-1) turns the biased batch variance into the unbiased one.
+  const double unbias = count > 1 ? static_cast<double>(count) / static_cast<double>(count - 1)
+                                  : std::numeric_limits<double>::quiet_NaN();
+  if (running_mean.defined()) {
+    const auto acc = running_mean.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+    auto updated = running_mean.to(acc) * (1.0 - momentum) + mean.to(acc) * momentum;
+    running_mean.copy_(updated);
+  }
+  if (running_var.defined()) {
+    const auto acc = running_var.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+    auto updated = running_var.to(acc) * (1.0 - momentum) + var.to(acc) * (momentum * unbias);
+    running_var.copy_(updated);
+  }
+}
+
+torch::Tensor batch_norm_transform(const torch::Tensor& input, const torch::Tensor& mean,
+                                   const torch::Tensor& invstd, const torch::Tensor& weight,
+                                   const torch::Tensor& bias) {
+  const auto sdt = stats_dtype(input.scalar_type());
+  const int64_t dim = input.dim();
+  // y = (x − μ)·s + β with s = r·γ: subtracting μ first keeps y accurate when
+  // |μ| is large against σ (x·s + (β − μ·s) would cancel).
+  auto scale = weight.defined() ? invstd * weight.to(sdt) : invstd;
+  auto centered = input.to(sdt) - as_channel_view(mean, dim);
+  auto y = centered * as_channel_view(scale, dim);
+  if (bias.defined()) y = y + as_channel_view(bias.to(sdt), dim);
+  return y.to(input.scalar_type()).contiguous(input.suggest_memory_format());
+}
+
+std::tuple<torch::Tensor, torch::Tensor> batch_norm_backward_reduce(
+    const torch::Tensor& grad_output, const torch::Tensor& input, const torch::Tensor& mean) {
+  const auto acc = accumulate_dtype(input);
+  const auto sdt = stats_dtype(input.scalar_type());
+  const auto dims = reduction_dims(input.dim());
+  auto g = grad_output.to(acc);
+  auto sum_dy = g.sum(dims);
+  auto sum_dy_xmu = (g * (input.to(acc) - as_channel_view(mean.to(acc), input.dim()))).sum(dims);
+  return {sum_dy.to(sdt), sum_dy_xmu.to(sdt)};
+}
+
+torch::Tensor batch_norm_backward_input(const torch::Tensor& grad_output,
+                                        const torch::Tensor& input, const torch::Tensor& mean,
+                                        const torch::Tensor& invstd, const torch::Tensor& weight,
+                                        const torch::Tensor& sum_dy,
+                                        const torch::Tensor& sum_dy_xmu, int64_t count) {
+  const auto sdt = stats_dtype(input.scalar_type());
+  const int64_t dim = input.dim();
+  if (count == 0) return torch::zeros_like(input, input.suggest_memory_format());
+  // ∂L/∂x = γr·g − (x − μ)·(γ r³ Σg(x−μ)/M) − γ r Σg/M, with per-channel
+  // a = γr, b = a·r²·Σg(x−μ)/M, c = a·Σg/M.
+  auto a = weight.defined() ? invstd * weight.to(sdt) : invstd;
+  auto b = a * invstd * invstd * sum_dy_xmu / static_cast<double>(count);
+  auto c = a * sum_dy / static_cast<double>(count);
+  auto centered = input.to(sdt) - as_channel_view(mean, dim);
+  auto dx = grad_output.to(sdt) * as_channel_view(a, dim) - centered * as_channel_view(b, dim) -
+            as_channel_view(c, dim);
+  return dx.to(input.scalar_type()).contiguous(input.suggest_memory_format());
+}
+
+torch::Tensor batch_norm_backward_input_eval(const torch::Tensor& grad_output,
+                                             const torch::Tensor& invstd,
+                                             const torch::Tensor& weight) {
+  const auto sdt = stats_dtype(grad_output.scalar_type());
+  auto a = weight.defined() ? invstd * weight.to(sdt) : invstd;
+  auto dx = grad_output.to(sdt) * as_channel_view(a, grad_output.dim());
+  return dx.to(grad_output.scalar_type()).contiguous(grad_output.suggest_memory_format());
+}
+
+}  // namespace bnlab::kernels

@@ -1,0 +1,66 @@
+// Internal building blocks of batch normalization, shared by BatchNormFunction,
+// the fused BatchNormAct and SyncBatchNorm. Every function works on any device
+// and floating dtype through composite ATen ops.
+//
+// Notation (per channel c, over the M values of the channel in an (N, C, *) input):
+//   μ mean, σ² biased variance, r = 1/√(σ² + ε) ("invstd"), g = ∂L/∂y.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <tuple>
+
+namespace bnlab::kernels {
+
+/// The dtype batch statistics (μ, σ², r and their sums) are kept in:
+/// float64 for float64 inputs, float32 for float32/half/bfloat16 inputs.
+torch::ScalarType stats_dtype(torch::ScalarType input_dtype);
+
+/// M: the number of values each channel of `input` (N, C, *) has.
+int64_t values_per_channel(const torch::Tensor& input);
+
+/// Per-channel (μ, σ²) of `input` (N, C, *), σ² biased, in stats_dtype.
+/// On CPU, float32 inputs accumulate in float64, as PyTorch does.
+std::tuple<torch::Tensor, torch::Tensor> batch_norm_stats(const torch::Tensor& input);
+
+/// r = 1/√(σ² + ε), elementwise, in the dtype of `var`.
+torch::Tensor invstd_from_var(const torch::Tensor& var, double eps);
+
+/// In place: running_mean ← (1 − m)·running_mean + m·μ and
+/// running_var ← (1 − m)·running_var + m·σ²·M/(M − 1), M = `count`.
+void update_running_stats(const torch::Tensor& running_mean, const torch::Tensor& running_var,
+                          const torch::Tensor& mean, const torch::Tensor& var, int64_t count,
+                          double momentum);
+
+/// y = (x − μ)·r·γ + β for `input` (N, C, *); `weight`/`bias` may be undefined.
+/// The output has the input's suggested memory format.
+torch::Tensor batch_norm_transform(const torch::Tensor& input, const torch::Tensor& mean,
+                                   const torch::Tensor& invstd, const torch::Tensor& weight,
+                                   const torch::Tensor& bias);
+
+/// Per-channel (Σ g, Σ g·(x − μ)), in stats_dtype.
+std::tuple<torch::Tensor, torch::Tensor> batch_norm_backward_reduce(
+    const torch::Tensor& grad_output, const torch::Tensor& input, const torch::Tensor& mean);
+
+/// ∂L/∂x in training mode given the (possibly all-reduced) sums of
+/// batch_norm_backward_reduce over `count` values per channel:
+///   ∂L/∂x = γ·r·(g − Σg/M − (x − μ)·r²·Σg(x − μ)/M).
+torch::Tensor batch_norm_backward_input(const torch::Tensor& grad_output,
+                                        const torch::Tensor& input, const torch::Tensor& mean,
+                                        const torch::Tensor& invstd, const torch::Tensor& weight,
+                                        const torch::Tensor& sum_dy,
+                                        const torch::Tensor& sum_dy_xmu, int64_t count);
+
+/// ∂L/∂x in eval mode (constant statistics): ∂L/∂x = γ·r·g.
+torch::Tensor batch_norm_backward_input_eval(const torch::Tensor& grad_output,
+                                             const torch::Tensor& invstd,
+                                             const torch::Tensor& weight);
+
+/// Reshapes a per-channel vector (C) to broadcast against an (N, C, *) tensor of `dim` dims.
+torch::Tensor as_channel_view(const torch::Tensor& per_channel, int64_t dim);
+
+/// The dimensions of an (N, C, *) tensor of `dim` dims that statistics reduce over: all but 1.
+std::vector<int64_t> reduction_dims(int64_t dim);
+
+}  // namespace bnlab::kernels

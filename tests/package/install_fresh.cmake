@@ -1,0 +1,16 @@
+# Installs the build tree BUILD_DIR into an emptied PREFIX (run by ctest).
+file(REMOVE_RECURSE "${PREFIX}")
+execute_process(COMMAND "${CMAKE_COMMAND}" --install "${BUILD_DIR}" --prefix "${PREFIX}"
+                RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "cmake --install ${BUILD_DIR} --prefix ${PREFIX} failed (${rc})")
+endif()
+foreach(required include/bnlab/bnlab.h include/bnlab/version.h)
+  if(NOT EXISTS "${PREFIX}/${required}")
+    message(FATAL_ERROR "install is missing ${required}")
+  endif()
+endforeach()
+file(GLOB config "${PREFIX}/lib*/cmake/bnlab/bnlabConfig.cmake" "${PREFIX}/lib/*/cmake/bnlab/bnlabConfig.cmake")
+if(NOT config)
+  message(FATAL_ERROR "install is missing bnlabConfig.cmake")
+endif()
