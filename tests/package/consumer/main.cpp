@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <set>
+
 namespace {
 
 using nlohmann::json;
@@ -50,6 +52,16 @@ void check_against_pytorch(int dim) {
       }
     }
     const auto layout = c.at("layout").get<std::string>();
+    // PyTorch's float64 evaluation of a float32 step (see bnlab's README).
+    auto exact = [&](const json& step, const char* key) {
+      return step.contains("exact") && step.at("exact").contains(key)
+                 ? ref.tensor(step.at("exact").at(key))
+                 : torch::Tensor();
+    };
+    auto check = [&](const torch::Tensor& actual, const json& step, const char* key) {
+      EXPECT_TRUE(bnlab_test::assert_close_to_pytorch(actual, ref.tensor(step.at(key)), exact(step, key),
+                                                      tol, nullptr, key));
+    };
     for (const auto& step : c.at("steps")) {
       bn->train(step.at("mode") == "train");
       auto x = bnlab_test::with_layout(ref.tensor(step.at("x")), layout).requires_grad_(true);
@@ -57,15 +69,15 @@ void check_against_pytorch(int dim) {
       bn->zero_grad();
       auto y = bn->forward(x);
       y.backward(gy);
-      EXPECT_TRUE(bnlab_test::assert_close(y, ref.tensor(step.at("y")), tol));
-      EXPECT_TRUE(bnlab_test::assert_close(x.grad(), ref.tensor(step.at("grad_x")), tol));
+      check(y, step, "y");
+      check(x.grad(), step, "grad_x");
       if (bn->weight.defined()) {
-        EXPECT_TRUE(bnlab_test::assert_close(bn->weight.grad(), ref.tensor(step.at("grad_weight")), tol));
-        EXPECT_TRUE(bnlab_test::assert_close(bn->bias.grad(), ref.tensor(step.at("grad_bias")), tol));
+        check(bn->weight.grad(), step, "grad_weight");
+        check(bn->bias.grad(), step, "grad_bias");
       }
       if (bn->running_mean.defined()) {
-        EXPECT_TRUE(bnlab_test::assert_close(bn->running_mean, ref.tensor(step.at("running_mean")), tol));
-        EXPECT_TRUE(bnlab_test::assert_close(bn->running_var, ref.tensor(step.at("running_var")), tol));
+        check(bn->running_mean, step, "running_mean");
+        check(bn->running_var, step, "running_var");
         EXPECT_EQ(bn->num_batches_tracked.template item<int64_t>(),
                   step.at("num_batches_tracked").get<int64_t>());
       }
@@ -87,6 +99,37 @@ TEST(HarnessControl, TorchBatchNorm2dMatchesPyTorch) {
   check_against_pytorch<torch::nn::BatchNorm2d, torch::nn::BatchNorm2dOptions>(2);
 }
 
+TEST(InstalledBnlab, EveryActivationMatchesPyTorch) {
+  static const auto ref = bnlab_test::ReferenceData::load(bnlab_test::reference_dir(), "activation");
+  std::set<std::string> seen;
+  for (const auto& c : ref.meta().at("cases")) {
+    SCOPED_TRACE(c.at("name").get<std::string>());
+    const auto name = c.at("activation").get<std::string>();
+    seen.insert(name);
+    const auto& o = c.at("options");
+    bnlab::nn::ActivationOptions options;
+    if (o.contains("min_val")) options.min_val(o.at("min_val").get<double>());
+    if (o.contains("max_val")) options.max_val(o.at("max_val").get<double>());
+    if (o.contains("negative_slope")) options.negative_slope(o.at("negative_slope").get<double>());
+    if (o.contains("alpha")) options.alpha(o.at("alpha").get<double>());
+    if (o.contains("approximate")) options.approximate(o.at("approximate").get<std::string>());
+    if (o.contains("pieces")) options.pieces(o.at("pieces").get<int64_t>());
+    auto module = bnlab::nn::make_activation(name, options);
+    const auto tol = bnlab_test::default_tolerance(bnlab_test::dtype_from_name(c.at("dtype").get<std::string>()));
+    auto check = [&](const torch::Tensor& actual, const char* key) {
+      auto exact = c.contains("exact") ? ref.tensor(c.at("exact").at(key)) : torch::Tensor();
+      EXPECT_TRUE(bnlab_test::assert_close_to_pytorch(actual, ref.tensor(c.at(key)), exact, tol, nullptr, key));
+    };
+    auto x = bnlab_test::with_layout(ref.tensor(c.at("x")), c.at("layout").get<std::string>())
+                 .requires_grad_(true);
+    auto y = module.forward(x);
+    y.backward(ref.tensor(c.at("grad_y")));
+    check(y, "y");
+    check(x.grad(), "grad_x");
+  }
+  EXPECT_EQ(seen.size(), bnlab::nn::activation_names().size());
+}
+
 TEST(InstalledBnlab, HeaderVersionMatchesThePackageFound) {
   EXPECT_STREQ(BNLAB_VERSION_STRING, BNLAB_PACKAGE_VERSION);
 }
@@ -97,5 +140,6 @@ int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   std::printf("PyTorch reference seed %lld (fresh cases for this run)\n",
               static_cast<long long>(reference().meta().at("seed").get<int64_t>()));
+  std::fflush(stdout);
   return RUN_ALL_TESTS();
 }

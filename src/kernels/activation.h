@@ -1,0 +1,68 @@
+// Internal building blocks of bnlab's activations: CPU kernels (float32 and
+// float64, dispatched per CPU capability) with composite ATen fallbacks for
+// other devices and dtypes.
+#pragma once
+
+#include "bnlab/autograd/activation.h"
+
+#include <torch/types.h>
+
+namespace bnlab::kernels {
+
+using autograd::ActivationKind;
+using autograd::ActivationParams;
+
+/// y = f(x) written into `out` (same shape as x; may be x itself for in-place).
+/// When `stats` is defined, also fills the forward slots of an
+/// nn::activation_stat row in the same pass over x.
+void activation_forward(const torch::Tensor& input, const torch::Tensor& out,
+                        const ActivationParams& params, const torch::Tensor& stats);
+
+/// ∂L/∂x = ∂L/∂y ⊙ f′, with f′ computed from `saved`, which is y when
+/// `saved_is_output` and x otherwise. When `stats` is defined, also fills the
+/// gradient slots in the same pass.
+torch::Tensor activation_backward(const torch::Tensor& grad_output, const torch::Tensor& saved,
+                                  bool saved_is_output, const ActivationParams& params,
+                                  const torch::Tensor& stats);
+
+/// Whether f′ can be computed from y for these parameters: always for kinds
+/// whose derivative comes from y, and for Hardtanh, ReLU and LeakyReLU with a
+/// non-negative slope (their "x > bound" tests read the same on y).
+bool derivative_available_from_output(const ActivationParams& params);
+
+// ---- composite (differentiable) forms --------------------------------------
+
+/// f(x) from ATen ops.
+torch::Tensor activation_composite(const torch::Tensor& input, const ActivationParams& params);
+
+/// f′ from ATen ops of `input` or `output`, whichever is defined and usable
+/// (differentiable: used by the create_graph backward and local_derivative()).
+torch::Tensor activation_derivative(const torch::Tensor& input, const torch::Tensor& output,
+                                    const ActivationParams& params);
+
+/// The saturation rule as a bool tensor shaped like the output.
+torch::Tensor activation_saturated(const torch::Tensor& input, const torch::Tensor& output,
+                                   const ActivationParams& params);
+
+/// Layout of an activation input for per-unit statistics: element (o, c, s) at
+/// flat offset (o·C + c)·inner + s for contiguous tensors, or (o·C + c) with
+/// inner = 1 for channels-last ones.
+struct UnitLayout {
+  int64_t outer = 1;
+  int64_t units = 1;
+  int64_t inner = 1;
+};
+
+/// The unit layout of `t` as stored, if its strides are contiguous or
+/// channels-last; otherwise nullopt (the caller makes it contiguous).
+c10::optional<UnitLayout> unit_layout(const torch::Tensor& t);
+
+/// Fills the percentile slots of `stats` from `input` (exact linear
+/// interpolation, as torch.quantile, over all elements up to 65536 and over an
+/// evenly strided sample of 65536 beyond).
+void fill_input_percentiles(const torch::Tensor& input, const torch::Tensor& stats);
+
+/// Largest number of elements whose percentiles are exact.
+constexpr int64_t kMaxPercentileSample = 65536;
+
+}  // namespace bnlab::kernels

@@ -1,0 +1,208 @@
+// The activation kernels' same-pass statistics, for every CPU capability this
+// machine runs, against values computed independently from the tensors.
+#include "kernels/activation.h"
+#include "kernels/cpu/activation_kernel.h"
+
+#include "bnlab/nn/probe.h"
+
+#include "assert_close.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+namespace {
+
+using bnlab::autograd::ActivationKind;
+using bnlab::autograd::ActivationParams;
+using bnlab_test::assert_close;
+namespace slot = bnlab::nn::activation_stat;
+namespace cpu = bnlab::kernels::cpu;
+
+std::vector<ActivationParams> all_params() {
+  std::vector<ActivationParams> out;
+  for (auto kind : {ActivationKind::kTanh, ActivationKind::kSigmoid, ActivationKind::kSoftsign,
+                    ActivationKind::kHardtanh, ActivationKind::kReLU, ActivationKind::kLeakyReLU,
+                    ActivationKind::kELU, ActivationKind::kGELU, ActivationKind::kGELUTanh,
+                    ActivationKind::kSiLU}) {
+    ActivationParams p;
+    p.kind = kind;
+    p.alpha = 0.8;
+    out.push_back(p);
+  }
+  return out;
+}
+
+// Inputs with some units (dim 1) pushed deep into saturation on every
+// element, so dead units exist for the saturating kinds.
+torch::Tensor make_input(std::vector<int64_t> shape, torch::ScalarType dtype) {
+  auto x = torch::randn(shape, torch::kDouble) * 2.5;
+  auto shift = torch::zeros({shape[1]}, torch::kDouble);
+  shift[0] = -40.0;  // far left: saturated for tanh/sigmoid/relu/elu/gelu/silu/...
+  if (shape[1] > 2) shift[2] = 40.0;
+  std::vector<int64_t> view(shape.size(), 1);
+  view[1] = shape[1];
+  return (x + shift.view(view)).to(dtype);
+}
+
+struct KernelCase {
+  std::vector<int64_t> shape;
+  std::string layout;
+};
+
+class ActivationKernelStats : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override {
+    const int c = GetParam();
+    if (c > static_cast<int>(cpu::cpu_capability())) GTEST_SKIP() << "this CPU lacks the capability";
+    forward_ = cpu::activation_forward_stub.variants[static_cast<size_t>(c)];
+    backward_ = cpu::activation_backward_stub.variants[static_cast<size_t>(c)];
+    ASSERT_NE(forward_, nullptr);
+    ASSERT_NE(backward_, nullptr);
+  }
+  cpu::ActivationForwardFn forward_ = nullptr;
+  cpu::ActivationBackwardFn backward_ = nullptr;
+};
+
+TEST_P(ActivationKernelStats, ForwardSlotsEqualIndependentValues) {
+  torch::manual_seed(21);
+  const std::vector<KernelCase> cases{{{64, 5}, "contiguous"},
+                                      {{6, 7, 33}, "contiguous"},
+                                      {{4, 5, 6, 7}, "contiguous"},
+                                      {{4, 5, 6, 7}, "channels_last"},
+                                      {{3, 37}, "contiguous"}};
+  for (auto dtype : {torch::kFloat, torch::kDouble}) {
+    for (const auto& kc : cases) {
+      auto x = make_input(kc.shape, dtype);
+      if (kc.layout == "channels_last") x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+      const auto layout = bnlab::kernels::unit_layout(x);
+      ASSERT_TRUE(layout.has_value());
+      for (const auto& p : all_params()) {
+        SCOPED_TRACE(::testing::Message() << "kind " << static_cast<int>(p.kind) << " shape "
+                                          << x.sizes() << " " << kc.layout << " " << dtype);
+        auto y = torch::empty_like(x);
+        auto stats = torch::zeros({slot::kCount}, torch::kDouble);
+        forward_(x, y, p, *layout, stats.data_ptr<double>());
+        // The output equals the plain kernel's and the composite formula's.
+        auto y_plain = torch::empty_like(x);
+        forward_(x, y_plain, p, *layout, nullptr);
+        EXPECT_TRUE(torch::equal(y, y_plain));
+        EXPECT_TRUE(assert_close(y, bnlab::kernels::activation_composite(x, p)));
+        // Counts, computed here from the rule on the kernel's own output.
+        auto sat = bnlab::kernels::activation_saturated(x, y, p);
+        EXPECT_EQ(stats[slot::kSaturated].item<double>(), sat.sum().item<double>());
+        auto dead = sat.transpose(0, 1).reshape({x.size(1), -1}).all(1).sum().item<double>();
+        EXPECT_EQ(stats[slot::kDeadUnits].item<double>(), dead);
+        if (p.kind != ActivationKind::kLeakyReLU && p.kind != ActivationKind::kSoftsign &&
+            p.kind != ActivationKind::kHardtanh) {
+          EXPECT_GE(dead, 1.0) << "the test input should have a dead unit";
+        }
+        auto xd = x.to(torch::kDouble);
+        auto yd = y.to(torch::kDouble);
+        const bool from_y = bnlab::autograd::derivative_from_output(p.kind);
+        auto deriv = bnlab::kernels::activation_derivative(from_y ? torch::Tensor() : xd,
+                                                           from_y ? yd : torch::Tensor(), p);
+        const double rtol = dtype == torch::kFloat ? 2e-5 : 1e-10;
+        EXPECT_NEAR(stats[slot::kDerivativeSum].item<double>(), deriv.sum().item<double>(),
+                    rtol * deriv.abs().sum().item<double>() + 1e-6);
+        EXPECT_NEAR(stats[slot::kInputSum].item<double>(), xd.sum().item<double>(),
+                    rtol * xd.abs().sum().item<double>());
+        EXPECT_NEAR(stats[slot::kInputSumSq].item<double>(), (xd * xd).sum().item<double>(),
+                    rtol * (xd * xd).sum().item<double>());
+        EXPECT_NEAR(stats[slot::kOutputSum].item<double>(), yd.sum().item<double>(),
+                    rtol * yd.abs().sum().item<double>() + 1e-6);
+        EXPECT_NEAR(stats[slot::kOutputSumSq].item<double>(), (yd * yd).sum().item<double>(),
+                    rtol * (yd * yd).sum().item<double>() + 1e-6);
+        EXPECT_EQ(stats[slot::kNonFiniteOutput].item<double>(), 0.0);
+      }
+    }
+  }
+}
+
+TEST_P(ActivationKernelStats, NonFiniteValuesAreCounted) {
+  auto x = torch::randn({3, 8});
+  x[0][1] = std::numeric_limits<float>::quiet_NaN();
+  x[2][5] = std::numeric_limits<float>::infinity();
+  ActivationParams p;
+  p.kind = ActivationKind::kLeakyReLU;  // keeps NaN and +Inf in the output
+  auto y = torch::empty_like(x);
+  auto stats = torch::zeros({slot::kCount}, torch::kDouble);
+  forward_(x, y, p, *bnlab::kernels::unit_layout(x), stats.data_ptr<double>());
+  EXPECT_EQ(stats[slot::kNonFiniteOutput].item<double>(), 2.0);
+  auto gy = torch::ones_like(x);
+  auto gx = torch::empty_like(x);
+  gy[1][1] = std::numeric_limits<float>::infinity();
+  backward_(gy, x, gx, p, stats.data_ptr<double>());
+  EXPECT_EQ(stats[slot::kNonFiniteGradInput].item<double>(), 1.0);
+}
+
+TEST_P(ActivationKernelStats, BackwardSlotsEqualIndependentValues) {
+  torch::manual_seed(22);
+  for (auto dtype : {torch::kFloat, torch::kDouble}) {
+    for (const auto& p : all_params()) {
+      auto x = make_input({7, 6, 11}, dtype);
+      auto y = bnlab::kernels::activation_composite(x, p);
+      const bool from_y = bnlab::autograd::derivative_from_output(p.kind);
+      auto gy = torch::randn(x.sizes(), dtype);
+      auto gx = torch::empty_like(x);
+      auto stats = torch::zeros({slot::kCount}, torch::kDouble);
+      backward_(gy, from_y ? y : x, gx, p, stats.data_ptr<double>());
+      auto expected = gy * bnlab::kernels::activation_derivative(from_y ? torch::Tensor() : x,
+                                                                 from_y ? y : torch::Tensor(), p);
+      EXPECT_TRUE(assert_close(gx, expected));
+      const double rtol = dtype == torch::kFloat ? 2e-5 : 1e-10;
+      const double gy2 = gy.to(torch::kDouble).pow(2).sum().item<double>();
+      const double gx2 = gx.to(torch::kDouble).pow(2).sum().item<double>();
+      EXPECT_NEAR(stats[slot::kGradOutputSumSq].item<double>(), gy2, rtol * gy2);
+      EXPECT_NEAR(stats[slot::kGradInputSumSq].item<double>(), gx2, rtol * gx2 + 1e-12);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Capabilities, ActivationKernelStats, ::testing::Values(0, 1, 2),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return std::string(cpu::capability_name(static_cast<cpu::Capability>(info.param)));
+                         });
+
+TEST(ActivationPercentiles, ExactLikeTorchQuantileOnSmallInputs) {
+  torch::manual_seed(23);
+  auto x = torch::randn({37, 11});
+  auto stats = torch::zeros({slot::kCount}, torch::kDouble);
+  bnlab::kernels::fill_input_percentiles(x, stats);
+  auto q = torch::quantile(x.to(torch::kDouble).reshape(-1), torch::tensor({0.15, 0.5, 0.85}, torch::kDouble));
+  EXPECT_TRUE(assert_close(stats.slice(0, slot::kInputP15, slot::kInputP85 + 1), q, {1e-12, 1e-12}));
+}
+
+TEST(ActivationPercentiles, LargeInputsUseAnEvenlyStridedSample) {
+  torch::manual_seed(24);
+  auto x = torch::randn({300, 1000});
+  auto stats = torch::zeros({slot::kCount}, torch::kDouble);
+  bnlab::kernels::fill_input_percentiles(x, stats);
+  const int64_t stride = (x.numel() + bnlab::kernels::kMaxPercentileSample - 1) /
+                         bnlab::kernels::kMaxPercentileSample;
+  auto sample = x.reshape(-1).slice(0, 0, x.numel(), stride).to(torch::kDouble);
+  auto q = torch::quantile(sample, torch::tensor({0.15, 0.5, 0.85}, torch::kDouble));
+  EXPECT_TRUE(assert_close(stats.slice(0, slot::kInputP15, slot::kInputP85 + 1), q, {1e-12, 1e-12}));
+  // ... and the sample's percentiles are close to the full ones.
+  auto full = torch::quantile(x.reshape(-1).to(torch::kDouble).slice(0, 0, 1 << 24),
+                              torch::tensor({0.15, 0.5, 0.85}, torch::kDouble));
+  EXPECT_TRUE(assert_close(q, full, {0.0, 0.02}));
+}
+
+TEST(ActivationForward, CompositePathFillsTheSameSlots) {
+  // bfloat16 has no CPU kernel: the composite path must give the same counts.
+  torch::manual_seed(25);
+  auto x = make_input({16, 4}, torch::kFloat).to(torch::kBFloat16);
+  ActivationParams p;
+  p.kind = ActivationKind::kTanh;
+  auto y = torch::empty_like(x);
+  auto stats = torch::zeros({slot::kCount}, torch::kDouble);
+  bnlab::kernels::activation_forward(x, y, p, stats);
+  auto sat = bnlab::kernels::activation_saturated(x, y, p);
+  EXPECT_EQ(stats[slot::kSaturated].item<double>(), sat.sum().item<double>());
+  // Units 0 (shifted to −40) and 2 (+40) sit on tanh's flat parts everywhere.
+  EXPECT_EQ(stats[slot::kDeadUnits].item<double>(), 2.0);
+  EXPECT_EQ(stats[slot::kUnits].item<double>(), 4.0);
+  EXPECT_EQ(stats[slot::kInputCount].item<double>(), 64.0);
+}
+
+}  // namespace
