@@ -32,15 +32,25 @@ double golden_section_max(F f, double lo, double hi) {
   return f((a + b) / 2.0);
 }
 
-void check_stats_row(const c10::optional<Tensor>& stats, const Tensor& input, const char* op) {
-  if (!stats.has_value() || !stats->defined()) return;
-  TORCH_CHECK(stats->scalar_type() == torch::kDouble && stats->dim() == 1 &&
-                  stats->numel() == slot::kCount,
+// The probe's stats row (checked), or undefined without a probe.
+Tensor stats_row(const nn::LayerProbe* probe, const Tensor& input, const char* op) {
+  if (probe == nullptr || !probe->stats.defined()) return {};
+  const Tensor& stats = probe->stats;
+  TORCH_CHECK(stats.scalar_type() == torch::kDouble && stats.dim() == 1 &&
+                  stats.numel() == slot::kCount,
               op, ": expected a float64 stats row of ", static_cast<int64_t>(slot::kCount),
-              " slots, got ", stats->scalar_type(), " of shape ", stats->sizes());
-  TORCH_CHECK(stats->device() == input.device(), op, ": expected the stats row on the input's device ",
-              input.device(), ", got ", stats->device());
+              " slots, got ", stats.scalar_type(), " of shape ", stats.sizes());
+  TORCH_CHECK(stats.device() == input.device(), op, ": expected the stats row on the input's device ",
+              input.device(), ", got ", stats.device());
+  const Tensor& sample = probe->sample;
+  TORCH_CHECK(!sample.defined() || (sample.scalar_type() == torch::kFloat && sample.dim() == 1 &&
+                                    sample.device() == input.device()),
+              op, ": expected the probe's sample to be a float32 vector on ", input.device(), ", got ",
+              sample.scalar_type(), " of shape ", sample.sizes(), " on ", sample.device());
+  return stats;
 }
+
+Tensor sample_of(const nn::LayerProbe* probe) { return probe != nullptr ? probe->sample : Tensor(); }
 
 const char* kind_name(ActivationKind kind) {
   switch (kind) {
@@ -96,7 +106,7 @@ double max_local_derivative(const ActivationParams& p) {
 
 Tensor ElementwiseActivationFunction::forward(torch::autograd::AutogradContext* ctx,
                                               const Tensor& input, const ActivationParams& params,
-                                              const c10::optional<Tensor>& stats, bool inplace) {
+                                              const nn::LayerProbe* probe, bool inplace) {
   const char* op = kind_name(params.kind);
   TORCH_CHECK(input.defined(), op, ": expected an input tensor, got an undefined tensor");
   TORCH_CHECK(at::isFloatingType(input.scalar_type()), op,
@@ -104,15 +114,14 @@ Tensor ElementwiseActivationFunction::forward(torch::autograd::AutogradContext* 
   TORCH_CHECK(!inplace || kernels::derivative_available_from_output(params), op,
               ": in-place is only supported where the derivative can be read from the output "
               "(tanh, sigmoid, relu, hardtanh, elu, leaky_relu with negative_slope >= 0)");
-  check_stats_row(stats, input, op);
-  const Tensor stats_row = stats.has_value() ? *stats : Tensor();
+  const Tensor stats = stats_row(probe, input, op);
   Tensor output = inplace ? input : at::empty_like(input);
-  kernels::activation_forward(input, output, params, stats_row);
+  kernels::activation_forward(input, output, params, stats, sample_of(probe));
   const bool saved_is_output = inplace || derivative_from_output(params.kind);
   if (inplace) ctx->mark_dirty({input});
   ctx->save_for_backward({saved_is_output ? output : input});
   ctx->saved_data["saved_is_output"] = saved_is_output;
-  ctx->saved_data["stats"] = stats_row;
+  ctx->saved_data["stats"] = stats;
   ctx->saved_data["kind"] = static_cast<int64_t>(params.kind);
   ctx->saved_data["min_val"] = params.min_val;
   ctx->saved_data["max_val"] = params.max_val;
@@ -183,7 +192,7 @@ std::vector<int64_t> output_shape(const Tensor& input, int64_t pieces) {
 }  // namespace
 
 Tensor MaxoutFunction::forward(torch::autograd::AutogradContext* ctx, const Tensor& input,
-                               int64_t pieces, const c10::optional<Tensor>& stats) {
+                               int64_t pieces, const nn::LayerProbe* probe) {
   constexpr const char* op = "bnlab::maxout";
   TORCH_CHECK(pieces >= 1, op, ": expected pieces >= 1, got ", pieces);
   TORCH_CHECK(input.dim() >= 2, op, ": expected an input of shape (N, C·k, *) with at least 2 dims, got ",
@@ -192,12 +201,12 @@ Tensor MaxoutFunction::forward(torch::autograd::AutogradContext* ctx, const Tens
               pieces, ", got ", input.size(1), " channels in input of shape ", input.sizes());
   TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": expected a floating-point input, got ",
               input.scalar_type());
-  check_stats_row(stats, input, op);
+  const Tensor stats = stats_row(probe, input, op);
   auto grouped = input.reshape(grouped_shape(input, pieces));
   auto [values, indices] = grouped.max(/*dim=*/2);
   Tensor output = values.reshape(output_shape(input, pieces));
-  if (stats.has_value() && stats->defined()) {
-    const Tensor& s = *stats;
+  if (stats.defined()) {
+    const Tensor& s = stats;
     auto x = input.to(torch::kDouble);
     auto y = output.to(torch::kDouble);
     s.select(0, slot::kInputCount).fill_(static_cast<double>(input.numel()));
@@ -212,12 +221,12 @@ Tensor MaxoutFunction::forward(torch::autograd::AutogradContext* ctx, const Tens
     s.select(0, slot::kOutputSum).copy_(y.sum());
     s.select(0, slot::kOutputSumSq).copy_((y * y).sum());
     s.select(0, slot::kNonFiniteOutput).copy_(output.isfinite().logical_not().sum());
-    kernels::fill_input_percentiles(input, s);
+    if (probe->sample.defined()) kernels::copy_input_sample(input.contiguous(), probe->sample, s);
   }
   ctx->save_for_backward({indices});
   ctx->saved_data["input_shape"] = input.sizes().vec();
   ctx->saved_data["pieces"] = pieces;
-  ctx->saved_data["stats"] = stats.has_value() ? *stats : Tensor();
+  ctx->saved_data["stats"] = stats;
   return output;
 }
 

@@ -1,6 +1,7 @@
 #include "bnlab/autograd/batch_norm.h"
 
 #include "kernels/batch_norm.h"
+#include "kernels/reduce.h"
 
 #include <ATen/ATen.h>
 
@@ -69,7 +70,7 @@ Tensor BatchNormFunction::forward(torch::autograd::AutogradContext* ctx, const T
                                   const c10::optional<Tensor>& bias,
                                   const c10::optional<Tensor>& running_mean,
                                   const c10::optional<Tensor>& running_var, bool training,
-                                  double momentum, double eps) {
+                                  double momentum, double eps, const nn::LayerProbe* probe) {
   TORCH_CHECK(input.defined(), kOp, ": expected an input tensor, got an undefined tensor");
   TORCH_CHECK(input.dim() >= 2, kOp, ": expected an input of shape (N, C, *) with at least 2 dims, got ",
               input.dim(), "D input of shape ", input.sizes());
@@ -97,14 +98,34 @@ Tensor BatchNormFunction::forward(torch::autograd::AutogradContext* ctx, const T
   const Tensor b = value_or_undefined(bias);
   Tensor mean;
   Tensor invstd;
+  Tensor stats;
+  if (probe != nullptr && probe->stats.defined()) {
+    stats = probe->stats;
+    TORCH_CHECK(stats.scalar_type() == torch::kDouble && stats.dim() == 1 &&
+                    stats.numel() == nn::batch_norm_stat::kCount && stats.device() == input.device(),
+                kOp, ": expected the probe's stats row to be float64 of ",
+                static_cast<int64_t>(nn::batch_norm_stat::kCount), " slots on ", input.device(),
+                ", got ", stats.scalar_type(), " of shape ", stats.sizes(), " on ", stats.device());
+  }
+  Tensor batch_mean_for_stats;
+  Tensor batch_var_for_stats;
+  Tensor running_mean_before;
+  Tensor running_var_before;
   if (training) {
     auto [batch_mean, batch_var] = kernels::batch_norm_stats(input);
     if (is_defined(running_mean)) {
+      if (stats.defined()) {
+        // The drift is measured against the statistics eval mode would have used.
+        running_mean_before = running_mean->clone();
+        running_var_before = running_var->clone();
+      }
       kernels::update_running_stats(*running_mean, *running_var, batch_mean, batch_var, count,
                                     momentum);
     }
     mean = batch_mean;
     invstd = kernels::invstd_from_var(batch_var, eps);
+    batch_mean_for_stats = batch_mean;
+    batch_var_for_stats = batch_var;
   } else {
     // Copies: the running buffers may be updated in place before this backward runs.
     const auto sdt = kernels::stats_dtype(input.scalar_type());
@@ -112,8 +133,17 @@ Tensor BatchNormFunction::forward(torch::autograd::AutogradContext* ctx, const T
     invstd = kernels::invstd_from_var(running_var->to(sdt), eps);
   }
   Tensor output = kernels::batch_norm_transform(input, mean, invstd, w, b);
+  if (stats.defined()) {
+    if (!training && is_defined(running_mean)) {
+      running_mean_before = *running_mean;
+      running_var_before = *running_var;
+    }
+    kernels::batch_norm_forward_stats(stats, batch_mean_for_stats, batch_var_for_stats,
+                                      running_mean_before, running_var_before, eps, count, output);
+  }
 
   ctx->save_for_backward({input, w, mean, invstd});
+  ctx->saved_data["stats"] = stats;
   ctx->saved_data["training"] = training;
   ctx->saved_data["eps"] = eps;
   ctx->saved_data["has_weight"] = w.defined();
@@ -169,10 +199,23 @@ torch::autograd::variable_list BatchNormFunction::backward(
     if (need_weight) grad_weight = (sum_dy_xmu * invstd).to(input.scalar_type());
     if (need_bias) grad_bias = sum_dy.to(input.scalar_type());
   }
+  const auto& stats_value = ctx->saved_data["stats"];
+  if (stats_value.isTensor() && stats_value.toTensor().defined()) {
+    namespace slot = nn::batch_norm_stat;
+    const Tensor stats = stats_value.toTensor();
+    torch::NoGradGuard no_grad;
+    kernels::sum_squares_and_nonfinite(grad_out.detach(), stats, slot::kGradOutputSumSq,
+                                       slot::kNonFiniteGradInput);
+    if (grad_input.defined()) {
+      kernels::sum_squares_and_nonfinite(grad_input.detach(), stats, slot::kGradInputSumSq,
+                                         slot::kNonFiniteGradInput);
+    }
+  }
   if (!need_input) grad_input = Tensor();
   if (!need_weight) grad_weight = Tensor();
   if (!need_bias) grad_bias = Tensor();
-  return {grad_input, grad_weight, grad_bias, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  return {grad_input, grad_weight, grad_bias, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(),
+          Tensor()};
 }
 
 }  // namespace bnlab::autograd

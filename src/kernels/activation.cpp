@@ -4,6 +4,7 @@
 #include "kernels/cpu/activation_kernel.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 
 #include <algorithm>
 #include <cmath>
@@ -88,47 +89,29 @@ c10::optional<UnitLayout> unit_layout(const torch::Tensor& t) {
   return c10::nullopt;
 }
 
-void fill_input_percentiles(const torch::Tensor& input, const torch::Tensor& stats) {
-  auto flat = input.reshape(-1);
-  const int64_t n = flat.numel();
-  if (n > kMaxPercentileSample) {
-    const int64_t stride = (n + kMaxPercentileSample - 1) / kMaxPercentileSample;
-    flat = flat.slice(0, 0, n, stride);
+void copy_input_sample(const torch::Tensor& input, const torch::Tensor& sample,
+                       const torch::Tensor& stats) {
+  const int64_t capacity = sample.numel();
+  const int64_t n = input.numel();
+  const int64_t stride = n <= capacity ? 1 : (n + capacity - 1) / capacity;
+  const int64_t count = n == 0 ? 0 : (n + stride - 1) / stride;
+  if (input.device().is_cpu() && sample.device().is_cpu() && input.is_contiguous() &&
+      sample.is_contiguous() && sample.scalar_type() == torch::kFloat &&
+      (input.scalar_type() == torch::kFloat || input.scalar_type() == torch::kDouble)) {
+    auto* out = sample.data_ptr<float>();
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "bnlab_copy_input_sample", [&] {
+      const auto* x = input.data_ptr<scalar_t>();
+      for (int64_t i = 0; i < count; ++i) out[i] = static_cast<float>(x[i * stride]);
+    });
+  } else if (count > 0) {
+    sample.narrow(0, 0, count).copy_(input.reshape(-1).slice(0, 0, n, stride));
   }
-  if (n == 0) {
-    stats.slice(0, slot::kInputP15, slot::kInputP85 + 1).fill_(std::nan(""));
-    return;
-  }
-  if (!stats.device().is_cpu() || !input.device().is_cpu()) {
-    auto q = torch::tensor({0.15, 0.50, 0.85}, flat.options().dtype(torch::kDouble));
-    stats.slice(0, slot::kInputP15, slot::kInputP85 + 1).copy_(at::quantile(flat.to(torch::kDouble), q));
-    return;
-  }
-  // torch.quantile's definition: linear interpolation at position q·(n − 1).
-  auto sample = flat.to(torch::kDouble).contiguous();
-  std::vector<double> v(sample.data_ptr<double>(), sample.data_ptr<double>() + sample.numel());
-  auto* out = stats.data_ptr<double>();
-  const bool has_nan = std::any_of(v.begin(), v.end(), [](double d) { return std::isnan(d); });
-  const double qs[3] = {0.15, 0.50, 0.85};
-  for (int k = 0; k < 3; ++k) {
-    if (has_nan) {
-      out[slot::kInputP15 + k] = std::nan("");
-      continue;
-    }
-    const double pos = qs[k] * static_cast<double>(v.size() - 1);
-    const auto lo = static_cast<size_t>(std::floor(pos));
-    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(lo), v.end());
-    const double a = v[lo];
-    double b = a;
-    if (lo + 1 < v.size()) {
-      b = *std::min_element(v.begin() + static_cast<std::ptrdiff_t>(lo) + 1, v.end());
-    }
-    out[slot::kInputP15 + k] = a + (pos - static_cast<double>(lo)) * (b - a);
-  }
+  set_slot(stats, slot::kSampleCount, static_cast<double>(count));
 }
 
 void activation_forward(const torch::Tensor& input, const torch::Tensor& out,
-                        const ActivationParams& params, const torch::Tensor& stats) {
+                        const ActivationParams& params, const torch::Tensor& stats,
+                        const torch::Tensor& sample) {
   const bool want_stats = stats.defined();
   if (want_stats) {
     TORCH_CHECK(stats.scalar_type() == torch::kDouble && stats.dim() == 1 &&
@@ -155,13 +138,13 @@ void activation_forward(const torch::Tensor& input, const torch::Tensor& out,
     torch::Tensor y = same_strides(x, out) ? out : torch::empty_like(x);
     kernel(x, y, params, *layout, want_stats ? stats.data_ptr<double>() : nullptr);
     if (!y.is_same(out)) out.copy_(y);
-    if (want_stats) fill_input_percentiles(x, stats);
+    if (want_stats && sample.defined()) copy_input_sample(x, sample, stats);
     return;
   }
   auto y = activation_composite(input, params);
   if (want_stats) {
     composite_forward_stats(input, y, params, stats);
-    fill_input_percentiles(input, stats);
+    if (sample.defined()) copy_input_sample(input, sample, stats);
   }
   out.copy_(y);
 }

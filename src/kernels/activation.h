@@ -14,9 +14,11 @@ using autograd::ActivationParams;
 
 /// y = f(x) written into `out` (same shape as x; may be x itself for in-place).
 /// When `stats` is defined, also fills the forward slots of an
-/// nn::activation_stat row in the same pass over x.
+/// nn::activation_stat row in the same pass over x, and when `sample` is
+/// defined copies x (or an evenly strided subset) into it (copy_input_sample).
 void activation_forward(const torch::Tensor& input, const torch::Tensor& out,
-                        const ActivationParams& params, const torch::Tensor& stats);
+                        const ActivationParams& params, const torch::Tensor& stats,
+                        const torch::Tensor& sample = {});
 
 /// ∂L/∂x = ∂L/∂y ⊙ f′, with f′ computed from `saved`, which is y when
 /// `saved_is_output` and x otherwise. When `stats` is defined, also fills the
@@ -57,12 +59,10 @@ struct UnitLayout {
 /// channels-last; otherwise nullopt (the caller makes it contiguous).
 c10::optional<UnitLayout> unit_layout(const torch::Tensor& t);
 
-/// Fills the percentile slots of `stats` from `input` (exact linear
-/// interpolation, as torch.quantile, over all elements up to 65536 and over an
-/// evenly strided sample of 65536 beyond).
-void fill_input_percentiles(const torch::Tensor& input, const torch::Tensor& stats);
-
-/// Largest number of elements whose percentiles are exact.
-constexpr int64_t kMaxPercentileSample = 65536;
+/// Copies `input` (all of it when it fits, else every ⌈n/capacity⌉-th element
+/// in memory order) into the float32 `sample` and records the count in the
+/// kSampleCount slot of `stats`.
+void copy_input_sample(const torch::Tensor& input, const torch::Tensor& sample,
+                       const torch::Tensor& stats);
 
 }  // namespace bnlab::kernels

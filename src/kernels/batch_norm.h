@@ -57,6 +57,15 @@ torch::Tensor batch_norm_backward_input_eval(const torch::Tensor& grad_output,
                                              const torch::Tensor& invstd,
                                              const torch::Tensor& weight);
 
+/// Fills the forward slots of an nn::batch_norm_stat row: batch statistics
+/// (μ_B, biased σ²_B) against the running ones *before* their update (either
+/// may be undefined: eval mode has no batch statistics, untracked modules no
+/// running ones; those slots become NaN), Σ y² and non-finite outputs.
+void batch_norm_forward_stats(const torch::Tensor& stats, const torch::Tensor& batch_mean,
+                              const torch::Tensor& batch_var, const torch::Tensor& running_mean,
+                              const torch::Tensor& running_var, double eps, int64_t count,
+                              const torch::Tensor& output);
+
 /// Reshapes a per-channel vector (C) to broadcast against an (N, C, *) tensor of `dim` dims.
 torch::Tensor as_channel_view(const torch::Tensor& per_channel, int64_t dim);
 

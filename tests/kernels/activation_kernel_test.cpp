@@ -163,29 +163,42 @@ INSTANTIATE_TEST_SUITE_P(Capabilities, ActivationKernelStats, ::testing::Values(
                            return std::string(cpu::capability_name(static_cast<cpu::Capability>(info.param)));
                          });
 
-TEST(ActivationPercentiles, ExactLikeTorchQuantileOnSmallInputs) {
+TEST(ActivationSample, SmallInputsAreCopiedWholeAndQuantilesMatchTorch) {
   torch::manual_seed(23);
   auto x = torch::randn({37, 11});
+  auto sample = torch::empty({bnlab::nn::kProbeSampleSize});
   auto stats = torch::zeros({slot::kCount}, torch::kDouble);
-  bnlab::kernels::fill_input_percentiles(x, stats);
-  auto q = torch::quantile(x.to(torch::kDouble).reshape(-1), torch::tensor({0.15, 0.5, 0.85}, torch::kDouble));
-  EXPECT_TRUE(assert_close(stats.slice(0, slot::kInputP15, slot::kInputP85 + 1), q, {1e-12, 1e-12}));
+  bnlab::kernels::copy_input_sample(x, sample, stats);
+  ASSERT_EQ(stats[slot::kSampleCount].item<double>(), 407.0);
+  EXPECT_TRUE(torch::equal(sample.narrow(0, 0, 407), x.reshape(-1)));
+  const std::vector<double> qs{0.15, 0.5, 0.85};
+  auto ours = bnlab::nn::sample_quantiles(sample.data_ptr<float>(), 407, qs);
+  auto theirs = torch::quantile(x.to(torch::kDouble).reshape(-1), torch::tensor(qs, torch::kDouble));
+  EXPECT_TRUE(assert_close(torch::tensor(ours, torch::kDouble), theirs, {1e-12, 1e-12}));
 }
 
-TEST(ActivationPercentiles, LargeInputsUseAnEvenlyStridedSample) {
+TEST(ActivationSample, LargeInputsGiveAnEvenlyStridedSample) {
   torch::manual_seed(24);
-  auto x = torch::randn({300, 1000});
+  auto x = torch::randn({300, 1000}, torch::kDouble);
+  auto sample = torch::empty({bnlab::nn::kProbeSampleSize});
   auto stats = torch::zeros({slot::kCount}, torch::kDouble);
-  bnlab::kernels::fill_input_percentiles(x, stats);
-  const int64_t stride = (x.numel() + bnlab::kernels::kMaxPercentileSample - 1) /
-                         bnlab::kernels::kMaxPercentileSample;
-  auto sample = x.reshape(-1).slice(0, 0, x.numel(), stride).to(torch::kDouble);
-  auto q = torch::quantile(sample, torch::tensor({0.15, 0.5, 0.85}, torch::kDouble));
-  EXPECT_TRUE(assert_close(stats.slice(0, slot::kInputP15, slot::kInputP85 + 1), q, {1e-12, 1e-12}));
-  // ... and the sample's percentiles are close to the full ones.
-  auto full = torch::quantile(x.reshape(-1).to(torch::kDouble).slice(0, 0, 1 << 24),
-                              torch::tensor({0.15, 0.5, 0.85}, torch::kDouble));
-  EXPECT_TRUE(assert_close(q, full, {0.0, 0.02}));
+  bnlab::kernels::copy_input_sample(x, sample, stats);
+  const int64_t stride = (x.numel() + bnlab::nn::kProbeSampleSize - 1) / bnlab::nn::kProbeSampleSize;
+  auto expected = x.reshape(-1).slice(0, 0, x.numel(), stride).to(torch::kFloat);
+  ASSERT_EQ(stats[slot::kSampleCount].item<double>(), static_cast<double>(expected.numel()));
+  EXPECT_TRUE(torch::equal(sample.narrow(0, 0, expected.numel()), expected));
+  // The sample's percentiles estimate the full ones (N(0,1): ±0.05 at 4k samples).
+  const std::vector<double> qs{0.15, 0.5, 0.85};
+  auto est = bnlab::nn::sample_quantiles(sample.data_ptr<float>(), expected.numel(), qs);
+  auto full = torch::quantile(x.reshape(-1).slice(0, 0, 1 << 20), torch::tensor(qs, torch::kDouble));
+  EXPECT_TRUE(assert_close(torch::tensor(est, torch::kDouble), full, {0.0, 0.06}));
+}
+
+TEST(ActivationSample, NaNGivesNaNQuantiles) {
+  std::vector<float> v{1.0f, std::nanf(""), 3.0f};
+  auto q = bnlab::nn::sample_quantiles(v.data(), 3, {0.5});
+  EXPECT_TRUE(std::isnan(q[0]));
+  EXPECT_TRUE(std::isnan(bnlab::nn::sample_quantiles(v.data(), 0, {0.5})[0]));
 }
 
 TEST(ActivationForward, CompositePathFillsTheSameSlots) {

@@ -1,6 +1,8 @@
 // Hand-written autograd Functions of bnlab's activations.
 #pragma once
 
+#include <bnlab/nn/probe.h>
+
 #include <torch/autograd.h>
 #include <torch/types.h>
 
@@ -63,10 +65,11 @@ double max_local_derivative(const ActivationParams& params);
 
 /// y = f(x) with a hand-written forward and backward (gx = gy ⊙ f′).
 ///
-/// `stats`, when given, is a float64 row of nn::activation_stat::kCount slots
-/// that the forward fills in the same pass (saturation counts, Σ f′, sums of x
-/// and y, ...) and the backward completes (Σ gy², Σ gx²). `inplace` writes y
-/// into x (only for kinds whose derivative comes from y).
+/// `probe`, when given (a recorder's), receives statistics: the forward fills
+/// its float64 `stats` row (nn::activation_stat slots: saturation counts, Σ f′,
+/// sums of x and y, ...) in the same pass and copies x into its `sample`; the
+/// backward completes the row (Σ gy², Σ gx²). `inplace` writes y into x (only
+/// for kinds whose derivative can be read from y).
 ///
 /// Double backward: with create_graph, the backward builds gx from
 /// differentiable tensor ops of the saved x or y (y's graph runs back through
@@ -74,8 +77,8 @@ double max_local_derivative(const ActivationParams& params);
 struct ElementwiseActivationFunction
     : public torch::autograd::Function<ElementwiseActivationFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
-                               const ActivationParams& params,
-                               const c10::optional<torch::Tensor>& stats, bool inplace);
+                               const ActivationParams& params, const nn::LayerProbe* probe,
+                               bool inplace);
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs);
 };
@@ -86,7 +89,7 @@ struct ElementwiseActivationFunction
 /// Maxout never saturates: the winner always passes the whole gradient.
 struct MaxoutFunction : public torch::autograd::Function<MaxoutFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
-                               int64_t pieces, const c10::optional<torch::Tensor>& stats);
+                               int64_t pieces, const nn::LayerProbe* probe);
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs);
 };

@@ -2,6 +2,8 @@
 // forward and backward (no at::batch_norm, no at::native_batch_norm).
 #pragma once
 
+#include <bnlab/nn/probe.h>
+
 #include <torch/autograd.h>
 #include <torch/types.h>
 
@@ -39,7 +41,11 @@ namespace bnlab::autograd {
 ///  - `running_mean`, `running_var`: (C) or nullopt; updated in place when
 ///    `training` and defined; required when `training` is false;
 ///  - `momentum`: m above (the caller resolves a cumulative average to 1/n);
-///  - `eps`: ε above.
+///  - `eps`: ε above;
+///  - `probe`: a recorder's probe or nullptr; when given, the forward fills its
+///    nn::batch_norm_stat row (batch statistics against the running ones
+///    before the update, Σ y², non-finite outputs) and the backward adds the
+///    gradient slots.
 /// Returns y, shaped and laid out like `input`.
 struct BatchNormFunction : public torch::autograd::Function<BatchNormFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx,
@@ -48,7 +54,8 @@ struct BatchNormFunction : public torch::autograd::Function<BatchNormFunction> {
                                const c10::optional<torch::Tensor>& bias,
                                const c10::optional<torch::Tensor>& running_mean,
                                const c10::optional<torch::Tensor>& running_var,
-                               bool training, double momentum, double eps);
+                               bool training, double momentum, double eps,
+                               const nn::LayerProbe* probe = nullptr);
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs);

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 namespace bnlab::nn {
 
@@ -24,9 +25,7 @@ enum Slot : int64_t {
   kInputSumSq,         ///< Σ x²
   kOutputSum,          ///< Σ y
   kOutputSumSq,        ///< Σ y²
-  kInputP15,           ///< 15th percentile of x (see README: exact up to 65536 elements)
-  kInputP50,           ///< median of x
-  kInputP85,           ///< 85th percentile of x
+  kSampleCount,        ///< values of x copied into the probe's `sample` (all, or an evenly strided subset)
   kNonFiniteOutput,    ///< NaN/Inf elements in y
   kGradOutputSumSq,    ///< Σ (∂L/∂y)²
   kGradInputSumSq,     ///< Σ (∂L/∂x)²
@@ -47,6 +46,7 @@ enum Slot : int64_t {
   kRunningVarAvg,       ///< mean over channels of running_var (before the update)
   kMeanDrift,           ///< mean over channels of |μ_B − μ_run| / √(σ²_run + ε)
   kVarDrift,            ///< mean over channels of |ln(σ²_B / σ²_run)|
+  kOutputSumSq,         ///< Σ y²
   kNonFiniteOutput,     ///< NaN/Inf elements in y
   kGradOutputSumSq,     ///< Σ (∂L/∂y)²
   kGradInputSumSq,      ///< Σ (∂L/∂x)²
@@ -58,16 +58,31 @@ enum Slot : int64_t {
 /// What a recorder attaches to a layer. While attached, the layer's forward
 /// and backward write its statistics row `stats` (float64, on the layer's
 /// device, `kCount` slots of the layer's kind) in place, with no host sync.
+/// An activation also copies its input, or an evenly strided subset of it, into
+/// `sample` (float32, on the layer's device) when that is defined, so the
+/// percentiles can be computed off the training thread (input_percentiles()).
 /// When `capture_tensors` is set, the forward also keeps references to its
 /// input and output and the backward to the gradients, for histograms.
 struct LayerProbe {
   torch::Tensor stats;
+  torch::Tensor sample;
   bool capture_tensors = false;
+  /// Autograd sequence number of the forward's output node: orders layers by
+  /// when their forward ran (-1 until a forward with grad ran).
+  int64_t forward_sequence_nr = -1;
   torch::Tensor input;        ///< x of the last forward (when capturing)
   torch::Tensor output;       ///< y of the last forward (when capturing)
   torch::Tensor grad_output;  ///< ∂L/∂y of the last backward (when capturing)
   torch::Tensor grad_input;   ///< ∂L/∂x of the last backward (when capturing)
 };
+
+/// Capacity of an activation probe's sample: inputs up to this size are copied
+/// whole (exact percentiles), larger ones as an evenly strided subset.
+constexpr int64_t kProbeSampleSize = 4096;
+
+/// The q-quantiles (torch.quantile's linear interpolation) of the first
+/// `count` values of `sample`, a host array; NaN when count is 0 or a value is NaN.
+std::vector<double> sample_quantiles(const float* sample, int64_t count, const std::vector<double>& qs);
 
 /// Implemented by every bnlab layer that can report statistics through a probe.
 class Probeable {

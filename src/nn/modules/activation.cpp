@@ -18,11 +18,6 @@ void check_threshold(double t, const char* module) {
               ": expected saturation_threshold in (0, 1), got ", t);
 }
 
-c10::optional<torch::Tensor> stats_of(const std::shared_ptr<LayerProbe>& probe) {
-  if (probe && probe->stats.defined()) return probe->stats;
-  return c10::nullopt;
-}
-
 // A compact number for pretty_print (0.97, 0.01, -1).
 std::string num(double v) { return fmt::format("{}", v); }
 
@@ -35,8 +30,7 @@ torch::Tensor ElementwiseActivationImpl<Derived, Options>::forward(const torch::
                 std::is_same_v<Options, ELUOptions> || std::is_same_v<Options, HardtanhOptions>) {
     inplace = options.inplace();
   }
-  auto output = autograd::ElementwiseActivationFunction::apply(input, params(), stats_of(probe_),
-                                                               inplace);
+  auto output = autograd::ElementwiseActivationFunction::apply(input, params(), probe_.get(), inplace);
   capture(input, output);
   return output;
 }
@@ -65,6 +59,19 @@ double ElementwiseActivationImpl<Derived, Options>::max_local_derivative() const
 template <typename Derived, typename Options>
 bool ElementwiseActivationImpl<Derived, Options>::can_saturate() const {
   return params().kind != ActivationKind::kLeakyReLU;
+}
+
+template <typename Derived, typename Options>
+c10::optional<std::pair<double, double>> ElementwiseActivationImpl<Derived, Options>::output_bounds()
+    const {
+  const auto p = params();
+  switch (p.kind) {
+    case ActivationKind::kTanh:
+    case ActivationKind::kSoftsign: return std::make_pair(-1.0, 1.0);
+    case ActivationKind::kSigmoid: return std::make_pair(0.0, 1.0);
+    case ActivationKind::kHardtanh: return std::make_pair(p.min_val, p.max_val);
+    default: return c10::nullopt;
+  }
 }
 
 // ---- the modules --------------------------------------------------------------
@@ -218,7 +225,7 @@ MaxoutImpl::MaxoutImpl(const MaxoutOptions& o) : options(o) {
 }
 
 torch::Tensor MaxoutImpl::forward(const torch::Tensor& input) {
-  auto output = autograd::MaxoutFunction::apply(input, options.pieces(), stats_of(probe_));
+  auto output = autograd::MaxoutFunction::apply(input, options.pieces(), probe_.get());
   capture(input, output);
   return output;
 }
@@ -238,7 +245,7 @@ torch::Tensor MaxoutImpl::local_derivative(const torch::Tensor& input) const {
   torch::Tensor grad;
   {
     torch::AutoGradMode enable(true);
-    auto y = autograd::MaxoutFunction::apply(x, options.pieces(), c10::nullopt);
+    auto y = autograd::MaxoutFunction::apply(x, options.pieces(), nullptr);
     grad = torch::autograd::grad({y}, {x}, {torch::ones_like(y)})[0];
   }
   return grad;

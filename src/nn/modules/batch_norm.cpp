@@ -1,6 +1,6 @@
 #include "bnlab/nn/modules/batch_norm.h"
 
-#include "bnlab/nn/functional/batch_norm.h"
+#include "bnlab/autograd/batch_norm.h"
 
 #include <torch/nn/init.h>
 
@@ -96,9 +96,17 @@ torch::Tensor BatchNormImplBase<D, Derived>::forward(const torch::Tensor& input)
               input.sizes());
   const bool use_batch_stats = this->is_training() || !options.track_running_stats();
   const bool pass_running = !this->is_training() || options.track_running_stats();
-  auto output = functional::batch_norm(input, pass_running ? running_mean : torch::Tensor(),
-                                       pass_running ? running_var : torch::Tensor(), weight, bias,
-                                       use_batch_stats, exponential_average_factor(), options.eps());
+  auto optional = [](const torch::Tensor& t) {
+    return t.defined() ? c10::optional<torch::Tensor>(t) : c10::nullopt;
+  };
+  // The module calls the Function directly (the functional's arguments plus
+  // the recorder's probe); the functional's momentum check does not apply:
+  // the module resolves a cumulative average itself.
+  auto output = autograd::BatchNormFunction::apply(
+      input, optional(weight), optional(bias), optional(pass_running ? running_mean : torch::Tensor()),
+      optional(pass_running ? running_var : torch::Tensor()), use_batch_stats,
+      exponential_average_factor(), options.eps(), probe_.get());
+  capture(input, output);
   // Counted only once the forward succeeded: a rejected input changes no state.
   if (counts_batches()) {
     torch::NoGradGuard no_grad;

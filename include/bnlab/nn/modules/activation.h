@@ -12,6 +12,7 @@
 
 #include <ostream>
 #include <string>
+#include <utility>
 
 namespace bnlab::nn {
 
@@ -29,6 +30,8 @@ class ActivationLayer : public Probeable {
   virtual std::string activation_name() const = 0;
   /// Whether the rule can flag anything (false for LeakyReLU and Maxout).
   virtual bool can_saturate() const = 0;
+  /// The output's range when it is bounded (tanh: [−1, 1]), for fixed-range histograms.
+  virtual c10::optional<std::pair<double, double>> output_bounds() const { return c10::nullopt; }
 };
 
 /// Shared implementation of the elementwise activations: the module is thin,
@@ -47,6 +50,7 @@ class ElementwiseActivationImpl : public torch::nn::Cloneable<Derived>, public A
   torch::Tensor local_derivative(const torch::Tensor& input) const override;
   double max_local_derivative() const override;
   bool can_saturate() const override;
+  c10::optional<std::pair<double, double>> output_bounds() const override;
 
   /// The Function's view of the options.
   virtual autograd::ActivationParams params() const = 0;

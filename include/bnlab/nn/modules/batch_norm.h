@@ -3,6 +3,7 @@
 #pragma once
 
 #include <bnlab/nn/options/batch_norm.h>
+#include <bnlab/nn/probe.h>
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/pimpl.h>
@@ -15,9 +16,8 @@ namespace bnlab::nn {
 
 /// What every bnlab BatchNorm module exposes, whatever its dimensionality, so
 /// tools (the recorder, convert_sync_batchnorm) can find and inspect them.
-class BatchNormLayer {
+class BatchNormLayer : public Probeable {
  public:
-  virtual ~BatchNormLayer() = default;
   /// The options the module was built with.
   virtual const BatchNormOptions& batch_norm_options() const = 0;
   /// The number of spatial dimensions D of the module's name (BatchNorm<D>d).

@@ -1,0 +1,37 @@
+// Fused reductions for the recorder: parameter statistics and gradient norms
+// in one pass each, with CPU kernels and composite fallbacks.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+
+namespace bnlab::kernels {
+
+/// Slots of one parameter's statistics row, filled by parameter_stats().
+namespace param_stat {
+enum Slot : int64_t {
+  kSum = 0,          ///< Σθ
+  kSumSq,            ///< Σθ²
+  kGradSum,          ///< Σg
+  kGradSumSq,        ///< Σg²
+  kDeltaSum,         ///< ΣΔθ, Δθ = θ − snapshot (the optimizer's update)
+  kDeltaSumSq,       ///< Σ(Δθ)²
+  kNonFiniteParam,   ///< NaN/Inf elements of θ
+  kNonFiniteGrad,    ///< NaN/Inf elements of g
+  kCount
+};
+}  // namespace param_stat
+
+/// Fills `row` (float64, param_stat::kCount slots, on any device) for `param`,
+/// its `grad` (may be undefined: the grad slots become 0) and the `snapshot`
+/// of the parameter at the previous call, then copies θ into `snapshot` — one
+/// pass over θ, g and the snapshot.
+void parameter_stats(const torch::Tensor& param, const torch::Tensor& grad,
+                     const torch::Tensor& snapshot, const torch::Tensor& row);
+
+/// row[sum_slot] = Σ t², row[nonfinite_slot] = number of NaN/Inf in t, in one pass.
+void sum_squares_and_nonfinite(const torch::Tensor& t, const torch::Tensor& row, int64_t sum_slot,
+                               int64_t nonfinite_slot);
+
+}  // namespace bnlab::kernels

@@ -1,0 +1,62 @@
+#include "train/file_sink_util.h"
+
+#include "bnlab/io/atomic_file.h"
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+#include <stdexcept>
+
+namespace bnlab::train::detail {
+
+AppendFile::AppendFile(std::string path, bool append) : path_(std::move(path)) {
+  const std::filesystem::path p(path_);
+  if (p.has_parent_path()) io::make_directories(p.parent_path().string());
+  file_ = std::fopen(path_.c_str(), append ? "ab" : "wb");
+  if (file_ == nullptr) {
+    throw std::runtime_error("cannot open " + path_ + " for writing: " + std::strerror(errno));
+  }
+}
+
+AppendFile::~AppendFile() {
+  if (file_ != nullptr) std::fclose(file_);
+}
+
+void AppendFile::write(const std::string& bytes) {
+  if (std::fwrite(bytes.data(), 1, bytes.size(), file_) != bytes.size()) {
+    throw std::runtime_error("cannot write " + path_ + ": " + std::strerror(errno));
+  }
+}
+
+void AppendFile::flush() {
+  if (std::fflush(file_) != 0) {
+    throw std::runtime_error("cannot flush " + path_ + ": " + std::strerror(errno));
+  }
+}
+
+bool keep_lines(const std::string& path, bool keep_first_line,
+                const std::function<bool(const std::string& line)>& keep) {
+  if (!std::filesystem::exists(path)) return false;
+  std::istringstream in(io::read_file(path));
+  std::string kept;
+  std::string line;
+  bool first = true;
+  while (std::getline(in, line)) {
+    if ((first && keep_first_line) || (!line.empty() && keep(line))) kept += line + "\n";
+    first = false;
+  }
+  io::write_file_atomically(path, kept);
+  return true;
+}
+
+std::string format_number(double v) {
+  if (std::isnan(v)) return "";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  return fmt::format("{:.9g}", v);
+}
+
+}  // namespace bnlab::train::detail

@@ -1,0 +1,38 @@
+// Shared plumbing of the file sinks (internal).
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <string>
+
+namespace bnlab::train::detail {
+
+/// An append-only file for a sink: buffered writes, errors name the path.
+class AppendFile {
+ public:
+  /// Opens `path` for writing: truncated when `append` is false.
+  AppendFile(std::string path, bool append);
+  ~AppendFile();
+  AppendFile(const AppendFile&) = delete;
+  AppendFile& operator=(const AppendFile&) = delete;
+
+  void write(const std::string& bytes);
+  void flush();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::FILE* file_ = nullptr;
+};
+
+/// For resuming: keeps the lines of an existing text file for which `keep`
+/// returns true (the first line always, when `keep_first_line`), rewriting the
+/// file atomically. Returns false when the file does not exist.
+bool keep_lines(const std::string& path, bool keep_first_line,
+                const std::function<bool(const std::string& line)>& keep);
+
+/// "1.5", "3e-05", "" for NaN (CSV) — shortest exact-enough form (9 significant digits).
+std::string format_number(double v);
+
+}  // namespace bnlab::train::detail
