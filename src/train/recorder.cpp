@@ -70,6 +70,7 @@ struct LayerSlot {
   bool can_saturate = true;
   std::vector<ParamSlot> params;
   int64_t graph_order = std::numeric_limits<int64_t>::max();  // from the autograd graph
+  int64_t forward_rank = std::numeric_limits<int64_t>::max();  // fixed at the first step
 };
 
 // What the training thread hands the writer for one step.
@@ -530,12 +531,25 @@ void Recorder::end_step(const torch::Tensor& loss, double lr, int64_t batch_size
       d.buffer[d.loss_slot].copy_(loss.detach().reshape({}));
     }
   }
-  if (!d.order_known) d.compute_graph_order(loss);
-  for (const auto& l : d.layers) {
-    int64_t key = l.graph_order;
-    if (l.probe && l.probe->forward_sequence_nr >= 0) key = l.probe->forward_sequence_nr;
-    raw.order_keys.push_back(key);
+  if (!d.order_known) {
+    // Rank the layers once, from one clock: the autograd sequence numbers of
+    // this step (probed layers' outputs, other layers' parameter consumers).
+    d.compute_graph_order(loss);
+    std::vector<std::pair<int64_t, size_t>> keys;
+    for (size_t i = 0; i < d.layers.size(); ++i) {
+      const auto& l = d.layers[i];
+      int64_t key = l.graph_order;
+      if (l.probe && l.probe->forward_sequence_nr >= 0) key = l.probe->forward_sequence_nr;
+      keys.emplace_back(key, i);
+    }
+    std::stable_sort(keys.begin(), keys.end());
+    for (size_t rank = 0; rank < keys.size(); ++rank) {
+      if (keys[rank].first != std::numeric_limits<int64_t>::max()) {
+        d.layers[keys[rank].second].forward_rank = static_cast<int64_t>(rank);
+      }
+    }
   }
+  for (const auto& l : d.layers) raw.order_keys.push_back(l.forward_rank);
   if (d.histogram_step) raw.histograms = d.histograms();
   // The one host copy of the step.
   auto host = d.buffer.device().is_cpu() ? d.buffer : d.buffer.to(torch::kCPU);
@@ -590,6 +604,16 @@ void Recorder::close() {
   }
   if (failure) std::rethrow_exception(failure);
 }
+
+void Recorder::attach_probes(bool attached) {
+  for (auto& l : impl_->layers) {
+    if (l.probeable != nullptr) l.probeable->set_probe(attached && !impl_->closed ? l.probe : nullptr);
+  }
+}
+
+Recorder::ProbePause::ProbePause(Recorder& recorder) : recorder_(recorder) { recorder_.attach_probes(false); }
+
+Recorder::ProbePause::~ProbePause() { recorder_.attach_probes(true); }
 
 std::vector<Alert> Recorder::alerts() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);

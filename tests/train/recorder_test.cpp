@@ -327,6 +327,42 @@ TEST(Recorder, BackgroundWriterGivesTheSameMetrics) {
   }
 }
 
+TEST(Recorder, LayersStayInForwardOrderOnEveryStep) {
+  // Registration order differs from forward order here: the forward runs the
+  // children in reverse-pair order through a custom module.
+  struct Net : torch::nn::Module {
+    Net() {
+      act = register_module("act", bn::Tanh());
+      norm = register_module("norm", bn::BatchNorm1d(6));
+      head = register_module("head", torch::nn::Linear(6, 2));
+      stem = register_module("stem", torch::nn::Linear(3, 6));
+    }
+    torch::Tensor forward(const torch::Tensor& x) { return head(act(norm(stem(x)))); }
+    bn::Tanh act{nullptr};
+    bn::BatchNorm1d norm{nullptr};
+    torch::nn::Linear head{nullptr}, stem{nullptr};
+  };
+  auto net = std::make_shared<Net>();
+  torch::optim::SGD optimizer(net->parameters(), 0.1);
+  auto sink = std::make_shared<bt::MemorySink>();
+  bt::Recorder recorder(net, bt::RecorderOptions().background_writer(false));
+  recorder.add_sink(sink);
+  for (int step = 0; step < 4; ++step) {
+    recorder.begin_step(step);
+    auto loss = net->forward(torch::randn({8, 3})).pow(2).mean();
+    optimizer.zero_grad();
+    loss.backward();
+    optimizer.step();
+    recorder.end_step(loss, 0.1, 8);
+  }
+  for (const auto& m : sink->steps()) {
+    std::vector<std::string> names;
+    for (const auto& l : m.layers) names.push_back(l.name);
+    EXPECT_EQ(names, (std::vector<std::string>{"net.stem", "net.norm", "net.act", "net.head"})) << "step " << m.step;
+    for (size_t i = 0; i < m.layers.size(); ++i) EXPECT_EQ(m.layers[i].forward_order, static_cast<int64_t>(i));
+  }
+}
+
 TEST(Recorder, SinkFailureIsReportedNotSwallowed) {
   struct FailingSink : bt::MetricsSink {
     void write(const bt::StepMetrics&) override { throw std::runtime_error("disk full"); }

@@ -82,6 +82,20 @@ class Recorder {
   /// learning rate and batch size.
   void end_step(const torch::Tensor& loss, double lr, int64_t batch_size);
 
+  /// Detaches the probes while alive (restores them on destruction): forward
+  /// passes that are not part of the recorded step, such as evaluation.
+  class ProbePause {
+   public:
+    explicit ProbePause(Recorder& recorder);
+    ~ProbePause();
+    ProbePause(const ProbePause&) = delete;
+    ProbePause& operator=(const ProbePause&) = delete;
+
+   private:
+    Recorder& recorder_;
+  };
+  ProbePause pause_probes() { return ProbePause(*this); }
+
   /// Waits until every recorded step is written and flushed; rethrows a
   /// sink's error.
   void flush();
@@ -94,6 +108,7 @@ class Recorder {
   StepMetrics last_step() const;
 
  private:
+  void attach_probes(bool attached);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
