@@ -32,7 +32,10 @@ target_compile_features(bnlab_build_flags INTERFACE cxx_std_17)
 target_compile_options(bnlab_build_flags INTERFACE
   $<$<CXX_COMPILER_ID:GNU,Clang>:-Wall -Wextra -Wno-unused-parameter -Winvalid-pch -fPIC>)
 
+# The precompiled header includes fmt and spdlog: a target that reuses it needs
+# their compile definitions (for the header to be valid) and their libraries.
 function(bnlab_use_pch target)
+  target_link_libraries(${target} PRIVATE fmt::fmt spdlog::spdlog)
   if(BNLAB_USE_PCH)
     target_precompile_headers(${target} REUSE_FROM bnlab_pch)
   endif()

@@ -5,6 +5,7 @@
 
 #include <bnlab/autograd/activation.h>
 #include <bnlab/autograd/batch_norm.h>
+#include <bnlab/io/atomic_file.h>
 #include <bnlab/data/synthetic_classification.h>
 #include <bnlab/models/mlp.h>
 #include <bnlab/nn/functional/batch_norm.h>
@@ -14,3 +15,10 @@
 #include <bnlab/nn/options/activation.h>
 #include <bnlab/nn/options/batch_norm.h>
 #include <bnlab/nn/probe.h>
+#include <bnlab/train/alerts.h>
+#include <bnlab/train/batch_source.h>
+#include <bnlab/train/lr_schedule.h>
+#include <bnlab/train/metrics.h>
+#include <bnlab/train/recorder.h>
+#include <bnlab/train/sink.h>
+#include <bnlab/train/trainer.h>

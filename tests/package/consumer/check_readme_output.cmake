@@ -1,0 +1,10 @@
+# The README example wrote one CSV row per step (100) and layer (4), plus a header.
+file(STRINGS "${CSV}" lines)
+list(LENGTH lines n)
+if(NOT n EQUAL 401)
+  message(FATAL_ERROR "${CSV}: ${n} lines, expected 401 (header + 100 steps x 4 layers)")
+endif()
+list(GET lines 3 row)
+if(NOT row MATCHES "^0,net.2,Tanh,activation,")
+  message(FATAL_ERROR "${CSV}: unexpected row for the Tanh at step 0: ${row}")
+endif()
