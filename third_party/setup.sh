@@ -16,6 +16,8 @@ packages=(
   build-essential cmake ninja-build ccache git pkg-config
   # LibTorch (CPU, 1.13.1) and the real PyTorch used as the reference by the tests
   libtorch-dev libsleef-dev python3-torch python3-numpy
+  # an optimized BLAS: LibTorch and python3-torch otherwise get the reference libblas3
+  libopenblas0-pthread
   # libraries
   libfmt-dev libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev zlib1g-dev

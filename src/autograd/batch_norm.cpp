@@ -107,40 +107,33 @@ Tensor BatchNormFunction::forward(torch::autograd::AutogradContext* ctx, const T
                 static_cast<int64_t>(nn::batch_norm_stat::kCount), " slots on ", input.device(),
                 ", got ", stats.scalar_type(), " of shape ", stats.sizes(), " on ", stats.device());
   }
-  Tensor batch_mean_for_stats;
-  Tensor batch_var_for_stats;
-  Tensor running_mean_before;
-  Tensor running_var_before;
+  const Tensor running_m = value_or_undefined(running_mean);
+  const Tensor running_v = value_or_undefined(running_var);
   if (training) {
     auto [batch_mean, batch_var] = kernels::batch_norm_stats(input);
+    if (stats.defined()) {
+      // Against the statistics eval mode would have used: before the update.
+      kernels::batch_norm_drift_stats(stats, probe->channel_stats, batch_mean, batch_var, running_m,
+                                      running_v, eps, input.size(1), count);
+    }
     if (is_defined(running_mean)) {
-      if (stats.defined()) {
-        // The drift is measured against the statistics eval mode would have used.
-        running_mean_before = running_mean->clone();
-        running_var_before = running_var->clone();
-      }
       kernels::update_running_stats(*running_mean, *running_var, batch_mean, batch_var, count,
                                     momentum);
     }
     mean = batch_mean;
     invstd = kernels::invstd_from_var(batch_var, eps);
-    batch_mean_for_stats = batch_mean;
-    batch_var_for_stats = batch_var;
   } else {
+    if (stats.defined()) {
+      kernels::batch_norm_drift_stats(stats, probe->channel_stats, Tensor(), Tensor(), running_m,
+                                      running_v, eps, input.size(1), count);
+    }
     // Copies: the running buffers may be updated in place before this backward runs.
     const auto sdt = kernels::stats_dtype(input.scalar_type());
     mean = running_mean->to(sdt, /*non_blocking=*/false, /*copy=*/true);
     invstd = kernels::invstd_from_var(running_var->to(sdt), eps);
   }
   Tensor output = kernels::batch_norm_transform(input, mean, invstd, w, b);
-  if (stats.defined()) {
-    if (!training && is_defined(running_mean)) {
-      running_mean_before = *running_mean;
-      running_var_before = *running_var;
-    }
-    kernels::batch_norm_forward_stats(stats, batch_mean_for_stats, batch_var_for_stats,
-                                      running_mean_before, running_var_before, eps, count, output);
-  }
+  if (stats.defined()) kernels::batch_norm_output_stats(stats, output);
 
   ctx->save_for_backward({input, w, mean, invstd});
   ctx->saved_data["stats"] = stats;

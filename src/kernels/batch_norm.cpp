@@ -132,77 +132,134 @@ torch::Tensor batch_norm_backward_input_eval(const torch::Tensor& grad_output,
   return dx.to(grad_output.scalar_type()).contiguous(grad_output.suggest_memory_format());
 }
 
-void batch_norm_forward_stats(const torch::Tensor& stats, const torch::Tensor& batch_mean,
-                              const torch::Tensor& batch_var, const torch::Tensor& running_mean,
-                              const torch::Tensor& running_var, double eps, int64_t count,
-                              const torch::Tensor& output) {
+namespace {
+
+bool cpu_vector(const torch::Tensor& t) {
+  return !t.defined() || (t.device().is_cpu() && t.is_contiguous() &&
+                          (t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kDouble));
+}
+
+// A CPU float/double vector read as double, with the dtype check done once.
+struct DoubleView {
+  const float* f = nullptr;
+  const double* d = nullptr;
+  explicit DoubleView(const torch::Tensor& t) {
+    if (!t.defined()) return;
+    if (t.scalar_type() == torch::kDouble) {
+      d = t.data_ptr<double>();
+    } else {
+      f = t.data_ptr<float>();
+    }
+  }
+  double operator[](int64_t c) const { return d != nullptr ? d[c] : static_cast<double>(f[c]); }
+};
+
+}  // namespace
+
+void batch_norm_drift_stats(const torch::Tensor& stats, const torch::Tensor& channel_stats,
+                            const torch::Tensor& batch_mean,
+                            const torch::Tensor& batch_var, const torch::Tensor& running_mean,
+                            const torch::Tensor& running_var, double eps, int64_t channels,
+                            int64_t count) {
   namespace slot = nn::batch_norm_stat;
   torch::NoGradGuard no_grad;
   const double nan = std::nan("");
-  const int64_t channels = output.size(1);
   const bool have_batch = batch_mean.defined();
   const bool have_running = running_mean.defined();
-  if (stats.device().is_cpu()) {
-    // C values each: plain loops over host copies (a no-op on CPU).
-    auto as_host = [](const torch::Tensor& t) { return t.to(torch::kCPU, torch::kDouble).contiguous(); };
-    auto* s = stats.data_ptr<double>();
-    s[slot::kChannels] = static_cast<double>(channels);
-    s[slot::kValuesPerChannel] = static_cast<double>(count);
+  if (channel_stats.defined()) {
+    TORCH_CHECK(channel_stats.numel() == 4 * channels && channel_stats.scalar_type() == torch::kDouble,
+                "bnlab::batch_norm: expected the probe's channel_stats to be float64 of 4*C = ",
+                4 * channels, " values, got ", channel_stats.scalar_type(), " of ", channel_stats.numel());
+    const torch::Tensor* sources[4] = {&batch_mean, &batch_var, &running_mean, &running_var};
+    if (channel_stats.device().is_cpu() && cpu_vector(batch_mean) && cpu_vector(batch_var) &&
+        cpu_vector(running_mean) && cpu_vector(running_var)) {
+      double* out = channel_stats.data_ptr<double>();
+      for (int k = 0; k < 4; ++k) {
+        if (!sources[k]->defined()) {
+          std::fill_n(out + k * channels, channels, nan);
+          continue;
+        }
+        const DoubleView v(*sources[k]);
+        for (int64_t c = 0; c < channels; ++c) out[k * channels + c] = v[c];
+      }
+      auto* s = stats.data_ptr<double>();
+      s[slot::kChannels] = static_cast<double>(channels);
+      s[slot::kValuesPerChannel] = static_cast<double>(count);
+    } else {
+      for (int k = 0; k < 4; ++k) {
+        auto part = channel_stats.narrow(0, k * channels, channels);
+        if (sources[k]->defined()) {
+          part.copy_(*sources[k]);
+        } else {
+          part.fill_(nan);
+        }
+      }
+      stats[slot::kChannels].fill_(static_cast<double>(channels));
+      stats[slot::kValuesPerChannel].fill_(static_cast<double>(count));
+    }
+    return;
+  }
+  if (stats.device().is_cpu() && cpu_vector(batch_mean) && cpu_vector(batch_var) &&
+      cpu_vector(running_mean) && cpu_vector(running_var)) {
+    // C values each: plain loops, no tensor ops (this runs on every recorded step).
+    const DoubleView bmean(batch_mean), bvar(batch_var), rmean(running_mean), rvar(running_var);
     double bm = 0, bv = 0, rm = 0, rv = 0, mean_drift = 0, var_drift = 0;
-    torch::Tensor hbm, hbv, hrm, hrv;
     if (have_batch) {
-      hbm = as_host(batch_mean);
-      hbv = as_host(batch_var);
+      for (int64_t c = 0; c < channels; ++c) {
+        bm += bmean[c];
+        bv += bvar[c];
+      }
     }
     if (have_running) {
-      hrm = as_host(running_mean);
-      hrv = as_host(running_var);
+      for (int64_t c = 0; c < channels; ++c) {
+        rm += rmean[c];
+        rv += rvar[c];
+      }
     }
-    for (int64_t c = 0; c < channels; ++c) {
-      if (have_batch) {
-        bm += hbm.data_ptr<double>()[c];
-        bv += hbv.data_ptr<double>()[c];
-      }
-      if (have_running) {
-        rm += hrm.data_ptr<double>()[c];
-        rv += hrv.data_ptr<double>()[c];
-      }
-      if (have_batch && have_running) {
-        const double r_var = hrv.data_ptr<double>()[c];
-        mean_drift += std::abs(hbm.data_ptr<double>()[c] - hrm.data_ptr<double>()[c]) / std::sqrt(r_var + eps);
-        var_drift += std::abs(std::log(hbv.data_ptr<double>()[c] / r_var));
+    if (have_batch && have_running) {
+      for (int64_t c = 0; c < channels; ++c) {
+        mean_drift += std::abs(bmean[c] - rmean[c]) / std::sqrt(rvar[c] + eps);
+        var_drift += std::abs(std::log(bvar[c] / rvar[c]));
       }
     }
     const double inv = channels > 0 ? 1.0 / static_cast<double>(channels) : nan;
+    auto* s = stats.data_ptr<double>();
+    s[slot::kChannels] = static_cast<double>(channels);
+    s[slot::kValuesPerChannel] = static_cast<double>(count);
     s[slot::kBatchMeanAvg] = have_batch ? bm * inv : nan;
     s[slot::kBatchVarAvg] = have_batch ? bv * inv : nan;
     s[slot::kRunningMeanAvg] = have_running ? rm * inv : nan;
     s[slot::kRunningVarAvg] = have_running ? rv * inv : nan;
     s[slot::kMeanDrift] = have_batch && have_running ? mean_drift * inv : nan;
     s[slot::kVarDrift] = have_batch && have_running ? var_drift * inv : nan;
-  } else {
-    stats[slot::kChannels].fill_(static_cast<double>(channels));
-    stats[slot::kValuesPerChannel].fill_(static_cast<double>(count));
-    auto put_mean = [&](int64_t index, const torch::Tensor& t, bool ok) {
-      if (ok) {
-        stats[index].copy_(t.to(torch::kDouble).mean());
-      } else {
-        stats[index].fill_(nan);
-      }
-    };
-    put_mean(slot::kBatchMeanAvg, batch_mean, have_batch);
-    put_mean(slot::kBatchVarAvg, batch_var, have_batch);
-    put_mean(slot::kRunningMeanAvg, running_mean, have_running);
-    put_mean(slot::kRunningVarAvg, running_var, have_running);
-    if (have_batch && have_running) {
-      auto rvar = running_var.to(torch::kDouble);
-      stats[slot::kMeanDrift].copy_(((batch_mean.to(torch::kDouble) - running_mean.to(torch::kDouble)).abs() /
-                                     (rvar + eps).sqrt()).mean());
-      stats[slot::kVarDrift].copy_((batch_var.to(torch::kDouble) / rvar).log().abs().mean());
-    } else {
-      stats.slice(0, slot::kMeanDrift, slot::kVarDrift + 1).fill_(nan);
-    }
+    return;
   }
+  // Other devices: a few device ops, no host sync.
+  stats[slot::kChannels].fill_(static_cast<double>(channels));
+  stats[slot::kValuesPerChannel].fill_(static_cast<double>(count));
+  auto put_mean = [&](int64_t index, const torch::Tensor& t, bool ok) {
+    if (ok) {
+      stats[index].copy_(t.to(torch::kDouble).mean());
+    } else {
+      stats[index].fill_(nan);
+    }
+  };
+  put_mean(slot::kBatchMeanAvg, batch_mean, have_batch);
+  put_mean(slot::kBatchVarAvg, batch_var, have_batch);
+  put_mean(slot::kRunningMeanAvg, running_mean, have_running);
+  put_mean(slot::kRunningVarAvg, running_var, have_running);
+  if (have_batch && have_running) {
+    auto rvar = running_var.to(torch::kDouble);
+    stats[slot::kMeanDrift].copy_(
+        ((batch_mean.to(torch::kDouble) - running_mean.to(torch::kDouble)).abs() / (rvar + eps).sqrt()).mean());
+    stats[slot::kVarDrift].copy_((batch_var.to(torch::kDouble) / rvar).log().abs().mean());
+  } else {
+    stats.slice(0, slot::kMeanDrift, slot::kVarDrift + 1).fill_(nan);
+  }
+}
+
+void batch_norm_output_stats(const torch::Tensor& stats, const torch::Tensor& output) {
+  namespace slot = nn::batch_norm_stat;
   sum_squares_and_nonfinite(output, stats, slot::kOutputSumSq, slot::kNonFiniteOutput);
 }
 

@@ -57,14 +57,21 @@ torch::Tensor batch_norm_backward_input_eval(const torch::Tensor& grad_output,
                                              const torch::Tensor& invstd,
                                              const torch::Tensor& weight);
 
-/// Fills the forward slots of an nn::batch_norm_stat row: batch statistics
-/// (μ_B, biased σ²_B) against the running ones *before* their update (either
-/// may be undefined: eval mode has no batch statistics, untracked modules no
-/// running ones; those slots become NaN), Σ y² and non-finite outputs.
-void batch_norm_forward_stats(const torch::Tensor& stats, const torch::Tensor& batch_mean,
-                              const torch::Tensor& batch_var, const torch::Tensor& running_mean,
-                              const torch::Tensor& running_var, double eps, int64_t count,
-                              const torch::Tensor& output);
+/// Fills the statistics slots of an nn::batch_norm_stat row: the batch
+/// statistics (μ_B, biased σ²_B) against the running ones. Call it before the
+/// running statistics are updated. Either pair may be undefined: eval mode has
+/// no batch statistics, untracked modules no running ones; those slots become NaN.
+/// With `channel_stats` (4·C float64) defined, copies the four per-channel
+/// vectors there instead (NaN for an undefined pair) and leaves the averages to
+/// the consumer.
+void batch_norm_drift_stats(const torch::Tensor& stats, const torch::Tensor& channel_stats,
+                            const torch::Tensor& batch_mean,
+                            const torch::Tensor& batch_var, const torch::Tensor& running_mean,
+                            const torch::Tensor& running_var, double eps, int64_t channels,
+                            int64_t count);
+
+/// Fills Σ y² and the non-finite count of an nn::batch_norm_stat row from the output.
+void batch_norm_output_stats(const torch::Tensor& stats, const torch::Tensor& output);
 
 /// Reshapes a per-channel vector (C) to broadcast against an (N, C, *) tensor of `dim` dims.
 torch::Tensor as_channel_view(const torch::Tensor& per_channel, int64_t dim);

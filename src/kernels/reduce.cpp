@@ -20,17 +20,55 @@ bool cpu_float_contiguous(const torch::Tensor& t, torch::ScalarType dtype) {
 
 }  // namespace
 
+namespace {
+
+// The CPU kernel's job for a request, or nullopt when it needs the composite path.
+c10::optional<cpu::ParameterStatsJob> cpu_job(const ParameterStatsRequest& r) {
+  const auto dtype = r.param.scalar_type();
+  if (!r.row.device().is_cpu() || !r.row.is_contiguous() || !cpu_float_contiguous(r.param, dtype) ||
+      !cpu_float_contiguous(r.snapshot, dtype) || (r.grad.defined() && !cpu_float_contiguous(r.grad, dtype))) {
+    return c10::nullopt;
+  }
+  cpu::ParameterStatsJob job;
+  job.param = r.param.data_ptr();
+  job.grad = r.grad.defined() ? r.grad.data_ptr() : nullptr;
+  job.snapshot = r.snapshot.data_ptr();
+  job.numel = r.param.numel();
+  job.is_double = dtype == torch::kDouble;
+  job.out = r.row.data_ptr<double>();
+  return job;
+}
+
+void parameter_stats_composite(const torch::Tensor& param, const torch::Tensor& grad,
+                               const torch::Tensor& snapshot, const torch::Tensor& row);
+
+}  // namespace
+
+void parameter_stats_many(const std::vector<ParameterStatsRequest>& requests) {
+  torch::NoGradGuard no_grad;
+  auto kernel = cpu::parameter_stats_stub.get();
+  std::vector<cpu::ParameterStatsJob> jobs;
+  jobs.reserve(requests.size());
+  for (const auto& r : requests) {
+    auto job = kernel != nullptr ? cpu_job(r) : c10::nullopt;
+    if (job.has_value()) {
+      jobs.push_back(*job);
+    } else {
+      parameter_stats_composite(r.param, r.grad, r.snapshot, r.row);
+    }
+  }
+  if (!jobs.empty()) kernel(jobs.data(), static_cast<int64_t>(jobs.size()));
+}
+
 void parameter_stats(const torch::Tensor& param, const torch::Tensor& grad,
                      const torch::Tensor& snapshot, const torch::Tensor& row) {
-  torch::NoGradGuard no_grad;
-  const auto dtype = param.scalar_type();
-  auto kernel = cpu::parameter_stats_stub.get();
-  if (kernel != nullptr && row.device().is_cpu() && row.is_contiguous() &&
-      cpu_float_contiguous(param, dtype) && cpu_float_contiguous(snapshot, dtype) &&
-      (!grad.defined() || cpu_float_contiguous(grad, dtype))) {
-    kernel(param, grad, snapshot, row.data_ptr<double>());
-    return;
-  }
+  parameter_stats_many({ParameterStatsRequest{param, grad, snapshot, row}});
+}
+
+namespace {
+
+void parameter_stats_composite(const torch::Tensor& param, const torch::Tensor& grad,
+                               const torch::Tensor& snapshot, const torch::Tensor& row) {
   // Composite: a handful of device ops, no host sync.
   auto p = param.detach().to(torch::kDouble);
   auto delta = p - snapshot.to(torch::kDouble);
@@ -51,6 +89,8 @@ void parameter_stats(const torch::Tensor& param, const torch::Tensor& grad,
   }
   snapshot.copy_(param.detach());
 }
+
+}  // namespace
 
 void sum_squares_and_nonfinite(const torch::Tensor& t, const torch::Tensor& row, int64_t sum_slot,
                                int64_t nonfinite_slot) {

@@ -5,6 +5,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace bnlab::kernels {
 
@@ -29,6 +30,18 @@ enum Slot : int64_t {
 /// pass over θ, g and the snapshot.
 void parameter_stats(const torch::Tensor& param, const torch::Tensor& grad,
                      const torch::Tensor& snapshot, const torch::Tensor& row);
+
+/// One parameter for parameter_stats_many().
+struct ParameterStatsRequest {
+  torch::Tensor param;
+  torch::Tensor grad;      ///< may be undefined
+  torch::Tensor snapshot;  ///< θ at the previous call; updated to θ
+  torch::Tensor row;       ///< param_stat::kCount float64 slots
+};
+
+/// parameter_stats() for many parameters at once: on CPU one kernel call for
+/// all of them (the per-call overhead matters: this runs on every step).
+void parameter_stats_many(const std::vector<ParameterStatsRequest>& requests);
 
 /// row[sum_slot] = Σ t², row[nonfinite_slot] = number of NaN/Inf in t, in one pass.
 void sum_squares_and_nonfinite(const torch::Tensor& t, const torch::Tensor& row, int64_t sum_slot,

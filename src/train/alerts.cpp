@@ -12,13 +12,16 @@ namespace bnlab::train {
 AlertMonitor::AlertMonitor(AlertOptions options) : options_(std::move(options)) {}
 
 bool AlertMonitor::sustained(const std::string& key, bool condition) {
+  const int64_t patience = std::max<int64_t>(1, options_.patience());
   if (!condition) {
     streak_[key] = 0;
-    reported_[key] = false;
+    // An episode ends once the condition has been clear for `patience` steps.
+    if (reported_[key] && ++clear_streak_[key] >= patience) reported_[key] = false;
     return false;
   }
+  clear_streak_[key] = 0;
   const int64_t streak = ++streak_[key];
-  if (streak >= std::max<int64_t>(1, options_.patience()) && !reported_[key]) {
+  if (streak >= patience && !reported_[key]) {
     reported_[key] = true;
     return true;
   }

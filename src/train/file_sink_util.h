@@ -32,7 +32,13 @@ class AppendFile {
 bool keep_lines(const std::string& path, bool keep_first_line,
                 const std::function<bool(const std::string& line)>& keep);
 
-/// "1.5", "3e-05", "" for NaN (CSV) — shortest exact-enough form (9 significant digits).
+/// "1.5", "3e-05", "" for NaN, "inf"/"-inf" (CSV): the shortest form that reads back exactly.
 std::string format_number(double v);
+
+/// A JSON number, or null for NaN/Inf.
+std::string json_number(double v);
+
+/// A JSON string literal.
+std::string json_string(const std::string& s);
 
 }  // namespace bnlab::train::detail

@@ -2,17 +2,13 @@
 
 #include "train/file_sink_util.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <cmath>
 
 namespace bnlab::train {
-
-namespace {
-
-nlohmann::json number(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
-
-}  // namespace
 
 struct JsonlSink::Impl {
   std::unique_ptr<detail::AppendFile> file;
@@ -37,33 +33,34 @@ JsonlSink::~JsonlSink() {
 }
 
 void JsonlSink::write(const StepMetrics& step) {
-  nlohmann::json j;
-  j["step"] = step.step;
-  for (const auto& c : step_metric_columns()) j[c.name] = number(c.get(step));
-  auto& layers = j["layers"] = nlohmann::json::array();
-  for (const auto& layer : step.layers) {
-    nlohmann::json l{{"layer", layer.name},
-                     {"type", layer.type},
-                     {"kind", to_string(layer.kind)},
-                     {"forward_order", layer.forward_order}};
-    for (const auto& c : layer_metric_columns()) l[c.name] = number(c.get(layer));
-    layers.push_back(std::move(l));
+  // Written with fmt rather than a JSON DOM: this runs every step.
+  using detail::json_number;
+  using detail::json_string;
+  std::string out = fmt::format("{{\"step\":{}", step.step);
+  for (const auto& c : step_metric_columns()) out += fmt::format(",\"{}\":{}", c.name, json_number(c.get(step)));
+  out += ",\"layers\":[";
+  for (size_t i = 0; i < step.layers.size(); ++i) {
+    const auto& layer = step.layers[i];
+    out += fmt::format("{}{{\"layer\":{},\"type\":{},\"kind\":\"{}\",\"forward_order\":{}", i ? "," : "",
+                       json_string(layer.name), json_string(layer.type), to_string(layer.kind), layer.forward_order);
+    for (const auto& c : layer_metric_columns()) out += fmt::format(",\"{}\":{}", c.name, json_number(c.get(layer)));
+    out += "}";
   }
+  out += "]";
   if (!step.histograms.empty()) {
-    auto& hs = j["histograms"] = nlohmann::json::array();
-    for (const auto& h : step.histograms) {
-      hs.push_back({{"layer", h.layer},
-                    {"quantity", h.quantity},
-                    {"edges", h.edges},
-                    {"counts", h.counts},
-                    {"min", number(h.min)},
-                    {"max", number(h.max)},
-                    {"num", h.num},
-                    {"sum", number(h.sum)},
-                    {"sum_squares", number(h.sum_squares)}});
+    out += ",\"histograms\":[";
+    for (size_t i = 0; i < step.histograms.size(); ++i) {
+      const auto& h = step.histograms[i];
+      out += fmt::format("{}{{\"layer\":{},\"quantity\":{},\"edges\":[{}],\"counts\":[{}],\"min\":{},"
+                         "\"max\":{},\"num\":{},\"sum\":{},\"sum_squares\":{}}}",
+                         i ? "," : "", json_string(h.layer), json_string(h.quantity), fmt::join(h.edges, ","),
+                         fmt::join(h.counts, ","), json_number(h.min), json_number(h.max), json_number(h.num),
+                         json_number(h.sum), json_number(h.sum_squares));
     }
+    out += "]";
   }
-  impl_->file->write(j.dump() + "\n");
+  out += "}\n";
+  impl_->file->write(out);
 }
 
 void JsonlSink::flush() { impl_->file->flush(); }

@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -66,11 +67,27 @@ struct LayerSlot {
   std::shared_ptr<nn::LayerProbe> probe;
   int64_t stats_offset = -1;  // its probe row in the buffer
   int64_t sample_offset = -1; // its sample in the sample buffer
+  int64_t channel_offset = -1;  // BatchNorm: its 4·C per-channel statistics in the buffer
+  int64_t channels = 0;
+  double eps = 0.0;
   double max_local_derivative = 1.0;
   bool can_saturate = true;
   std::vector<ParamSlot> params;
   int64_t graph_order = std::numeric_limits<int64_t>::max();  // from the autograd graph
   int64_t forward_rank = std::numeric_limits<int64_t>::max();  // fixed at the first step
+};
+
+// One step's statistics on the model's device: every probe row, parameter
+// row and sample of the step, with a view per layer prepared once. Steps
+// alternate between pooled buffers, so the training thread never copies one:
+// it hands the whole buffer to the writer and takes a free one.
+struct StatsBuffer {
+  torch::Tensor buffer;   // float64
+  torch::Tensor samples;  // float32 activation input samples
+  std::vector<torch::Tensor> stats_views;    // per layer (undefined if none)
+  std::vector<torch::Tensor> sample_views;   // per layer
+  std::vector<torch::Tensor> channel_views;  // per layer (BatchNorm)
+  std::vector<torch::Tensor> param_rows;     // per parameter, in layer order
 };
 
 // What the training thread hands the writer for one step.
@@ -81,11 +98,14 @@ struct RawStep {
   double step_time_s = kNotMeasured;
   double val_loss = kNotMeasured;
   double val_accuracy = kNotMeasured;
-  std::vector<double> stats;      // the whole buffer
-  std::vector<float> samples;     // the whole sample buffer
+  std::unique_ptr<StatsBuffer> stats;
   std::vector<int64_t> order_keys;  // per layer; max() when unknown
+  std::vector<bool> ran;            // per layer: its forward ran this step
   std::vector<bool> has_grad;       // per parameter slot, flattened in layer order
-  std::vector<Histogram> histograms;
+  // Histogram steps: the tensors each probed layer captured (input, output,
+  // grad_output, grad_input), binned by the writer.
+  std::vector<std::array<torch::Tensor, 4>> captures;
+  torch::Tensor loss;  // read by the writer (no host sync on the training thread)
 };
 
 }  // namespace
@@ -95,9 +115,11 @@ struct Recorder::Impl {
   std::shared_ptr<torch::nn::Module> model;
   std::vector<LayerSlot> layers;
   std::vector<LayerInfo> infos;
-  torch::Tensor buffer;   // float64 statistics of the step
-  torch::Tensor samples;  // float32 activation input samples
-  int64_t loss_slot = 0;
+  std::vector<kernels::ParameterStatsRequest> requests;  // reused every step
+  torch::Device device = torch::kCPU;
+  int64_t buffer_size = 0;
+  int64_t sample_size = 0;
+  std::unique_ptr<StatsBuffer> current;  // the buffer of the step in progress
   std::vector<std::shared_ptr<MetricsSink>> sinks;
   AlertMonitor monitor;
 
@@ -111,12 +133,21 @@ struct Recorder::Impl {
   double val_accuracy = kNotMeasured;
   Clock::time_point step_start;
 
-  // writer thread
+  // Writer thread. The training thread never wakes it (a futex wake costs tens
+  // of microseconds in a VM): the writer polls every kWriterPoll, and flush()
+  // and close() wake it explicitly. The writer wakes the training thread only
+  // when it waits (back-pressure or flush).
+  static constexpr std::chrono::milliseconds kWriterPoll{2};
   std::mutex mutex;
-  std::condition_variable cv;
+  std::condition_variable writer_cv;
+  std::condition_variable main_cv;
   std::deque<RawStep> queue;
+  std::vector<RawStep> pool;  // processed steps, their vectors kept for reuse
+  std::vector<std::unique_ptr<StatsBuffer>> free_buffers;
   size_t max_queue = 64;
   bool stopping = false;
+  bool flush_requested = false;
+  bool main_waiting = false;
   bool closed = false;
   size_t busy = 0;
   std::exception_ptr error;
@@ -128,10 +159,14 @@ struct Recorder::Impl {
 
   void discover();
   void allocate();
+  std::unique_ptr<StatsBuffer> new_buffer() const;
+  std::unique_ptr<StatsBuffer> take_buffer();
+  void attach(const StatsBuffer& b);
   void compute_graph_order(const torch::Tensor& loss);
-  std::vector<Histogram> histograms();
+  std::vector<Histogram> histograms(const RawStep& raw) const;
   StepMetrics derive(const RawStep& raw) const;
-  void process(RawStep raw);
+  void process(const RawStep& raw);
+  RawStep take_raw();
   void writer_loop();
   void rethrow_error();
 };
@@ -153,6 +188,8 @@ void Recorder::Impl::discover() {
     } else if (auto* b = dynamic_cast<nn::BatchNormLayer*>(module.get())) {
       slot.info.kind = LayerKind::kBatchNorm;
       slot.probeable = b;
+      slot.channels = b->batch_norm_options().num_features();
+      slot.eps = b->batch_norm_options().eps();
     } else {
       slot.info.kind = LayerKind::kParameters;
     }
@@ -175,7 +212,6 @@ void Recorder::Impl::discover() {
 }
 
 void Recorder::Impl::allocate() {
-  torch::Device device = torch::kCPU;
   for (const auto& p : model->parameters()) {
     device = p.device();
     break;
@@ -191,6 +227,8 @@ void Recorder::Impl::allocate() {
     } else if (l.info.kind == LayerKind::kBatchNorm) {
       l.stats_offset = offset;
       offset += bns::kCount;
+      l.channel_offset = offset;
+      offset += 4 * l.channels;
     }
     for (auto& p : l.params) {
       TORCH_CHECK(p.param.device() == device, "bnlab::train::Recorder: expected every parameter on ",
@@ -199,22 +237,55 @@ void Recorder::Impl::allocate() {
       offset += ps::kCount;
     }
   }
-  loss_slot = offset++;
-  buffer = torch::full({offset}, kNotMeasured, torch::TensorOptions().dtype(torch::kDouble).device(device));
-  samples = torch::zeros({std::max<int64_t>(sample_offset, 1)},
-                         torch::TensorOptions().dtype(torch::kFloat).device(device));
+  buffer_size = std::max<int64_t>(offset, 1);
+  sample_size = std::max<int64_t>(sample_offset, 1);
   for (auto& l : layers) {
     if (l.probeable != nullptr) {
       l.probe = std::make_shared<nn::LayerProbe>();
-      const int64_t count = l.info.kind == LayerKind::kActivation ? act::kCount : bns::kCount;
-      l.probe->stats = buffer.narrow(0, l.stats_offset, count);
-      if (l.sample_offset >= 0) l.probe->sample = samples.narrow(0, l.sample_offset, nn::kProbeSampleSize);
       l.probeable->set_probe(l.probe);
     }
     for (auto& p : l.params) {
-      p.row = buffer.narrow(0, p.offset, ps::kCount);
       p.snapshot = torch::empty_like(p.param, torch::MemoryFormat::Contiguous).requires_grad_(false);
     }
+  }
+}
+
+std::unique_ptr<StatsBuffer> Recorder::Impl::new_buffer() const {
+  auto b = std::make_unique<StatsBuffer>();
+  b->buffer = torch::full({buffer_size}, kNotMeasured, torch::TensorOptions().dtype(torch::kDouble).device(device));
+  b->samples = torch::zeros({sample_size}, torch::TensorOptions().dtype(torch::kFloat).device(device));
+  for (const auto& l : layers) {
+    const int64_t count = l.info.kind == LayerKind::kActivation ? act::kCount : bns::kCount;
+    b->stats_views.push_back(l.stats_offset >= 0 ? b->buffer.narrow(0, l.stats_offset, count) : torch::Tensor());
+    b->sample_views.push_back(l.sample_offset >= 0 ? b->samples.narrow(0, l.sample_offset, nn::kProbeSampleSize)
+                                                   : torch::Tensor());
+    b->channel_views.push_back(l.channel_offset >= 0 ? b->buffer.narrow(0, l.channel_offset, 4 * l.channels)
+                                                     : torch::Tensor());
+    for (const auto& p : l.params) b->param_rows.push_back(b->buffer.narrow(0, p.offset, ps::kCount));
+  }
+  return b;
+}
+
+std::unique_ptr<StatsBuffer> Recorder::Impl::take_buffer() {
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!free_buffers.empty()) {
+      auto b = std::move(free_buffers.back());
+      free_buffers.pop_back();
+      return b;
+    }
+  }
+  return new_buffer();
+}
+
+// Points the probes at a buffer's views (handles only: no tensor ops).
+void Recorder::Impl::attach(const StatsBuffer& b) {
+  for (size_t i = 0; i < layers.size(); ++i) {
+    auto& probe = layers[i].probe;
+    if (!probe) continue;
+    probe->stats = b.stats_views[i];
+    probe->sample = b.sample_views[i];
+    probe->channel_stats = b.channel_views[i];
   }
 }
 
@@ -247,62 +318,88 @@ void Recorder::Impl::compute_graph_order(const torch::Tensor& loss) {
   }
 }
 
-std::vector<Histogram> Recorder::Impl::histograms() {
-  torch::NoGradGuard no_grad;
+namespace {
+
+// A fixed-bin histogram of the finite values of `t` over [lo, hi] (values
+// outside go to the end bins), with its summary; raw loops over a host copy.
+Histogram bin_values(const torch::Tensor& t, int64_t bins, c10::optional<std::pair<double, double>> range) {
+  Histogram h;
+  const auto host = t.detach().to(torch::kCPU, torch::kDouble).contiguous();
+  const double* v = host.data_ptr<double>();
+  const int64_t n = host.numel();
+  double lo = std::numeric_limits<double>::infinity();
+  double hi = -lo;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(v[i])) continue;
+    lo = std::min(lo, v[i]);
+    hi = std::max(hi, v[i]);
+    h.num += 1;
+    h.sum += v[i];
+    h.sum_squares += v[i] * v[i];
+  }
+  if (h.num == 0) return h;
+  h.min = lo;
+  h.max = hi;
+  if (range) std::tie(lo, hi) = *range;
+  if (!(hi > lo)) {
+    lo -= 0.5;
+    hi += 0.5;
+  }
+  h.edges.resize(static_cast<size_t>(bins + 1));
+  for (int64_t i = 0; i <= bins; ++i) h.edges[static_cast<size_t>(i)] = lo + (hi - lo) * static_cast<double>(i) / static_cast<double>(bins);
+  h.counts.assign(static_cast<size_t>(bins), 0.0);
+  const double scale = static_cast<double>(bins) / (hi - lo);
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(v[i])) continue;
+    // torch.histc's binning: floor((x − lo)·bins/(hi − lo)), the top edge in the last bin.
+    auto bin = static_cast<int64_t>((std::clamp(v[i], lo, hi) - lo) * scale);
+    h.counts[static_cast<size_t>(std::clamp<int64_t>(bin, 0, bins - 1))] += 1;
+  }
+  return h;
+}
+
+}  // namespace
+
+std::vector<Histogram> Recorder::Impl::histograms(const RawStep& raw) const {
   std::vector<Histogram> out;
   const int64_t bins = std::max<int64_t>(1, options.histogram_bins());
-  for (auto& l : layers) {
-    if (!l.probe) continue;
-    const std::pair<const char*, torch::Tensor*> quantities[] = {
-        {"input", &l.probe->input},
-        {"output", &l.probe->output},
-        {"grad_output", &l.probe->grad_output},
-        {"grad_input", &l.probe->grad_input}};
-    for (const auto& [quantity, tensor] : quantities) {
-      if (!tensor->defined() || tensor->numel() == 0) continue;
-      auto t = tensor->to(torch::kCPU, torch::kDouble).reshape(-1);
-      auto finite = t.masked_select(t.isfinite());
-      if (finite.numel() == 0) continue;
-      Histogram h;
-      h.layer = l.info.name;
-      h.quantity = quantity;
-      h.min = finite.min().item<double>();
-      h.max = finite.max().item<double>();
-      h.num = static_cast<double>(finite.numel());
-      h.sum = finite.sum().item<double>();
-      h.sum_squares = (finite * finite).sum().item<double>();
-      double lo = h.min;
-      double hi = h.max;
+  static const char* kQuantities[4] = {"input", "output", "grad_output", "grad_input"};
+  for (size_t i = 0; i < raw.captures.size() && i < layers.size(); ++i) {
+    const auto& l = layers[i];
+    for (int q = 0; q < 4; ++q) {
+      const auto& t = raw.captures[i][static_cast<size_t>(q)];
+      if (!t.defined() || t.numel() == 0) continue;
       // Bounded outputs get their fixed range, so the saturation peaks sit at its ends.
-      if (std::string(quantity) == "output" && l.activation != nullptr) {
-        if (auto bounds = l.activation->output_bounds()) std::tie(lo, hi) = *bounds;
-      }
-      if (!(hi > lo)) {
-        lo -= 0.5;
-        hi += 0.5;
-      }
-      auto counts = torch::histc(finite.clamp(lo, hi), bins, lo, hi);
-      h.edges.resize(static_cast<size_t>(bins + 1));
-      for (int64_t i = 0; i <= bins; ++i) h.edges[static_cast<size_t>(i)] = lo + (hi - lo) * i / bins;
-      auto c = counts.contiguous();
-      h.counts.assign(c.data_ptr<double>(), c.data_ptr<double>() + bins);
+      c10::optional<std::pair<double, double>> range;
+      if (q == 1 && l.activation != nullptr) range = l.activation->output_bounds();
+      Histogram h = bin_values(t, bins, range);
+      if (h.counts.empty()) continue;
+      h.layer = l.info.name;
+      h.quantity = kQuantities[q];
       out.push_back(std::move(h));
     }
-    l.probe->input = l.probe->output = l.probe->grad_output = l.probe->grad_input = torch::Tensor();
   }
   return out;
 }
 
 StepMetrics Recorder::Impl::derive(const RawStep& raw) const {
+  // The writer reads the step's buffer directly (CPU), or copies it to the
+  // host (other devices: the copy waits for the step's kernels on the stream).
+  const torch::Tensor host = raw.stats->buffer.device().is_cpu() ? raw.stats->buffer
+                                                                  : raw.stats->buffer.to(torch::kCPU);
+  const torch::Tensor host_samples = raw.stats->samples.device().is_cpu() ? raw.stats->samples
+                                                                          : raw.stats->samples.to(torch::kCPU);
+  const double* stats = host.data_ptr<double>();
+  const float* samples = host_samples.data_ptr<float>();
   StepMetrics m;
   m.step = raw.step;
-  m.loss = raw.stats[static_cast<size_t>(loss_slot)];
+  m.loss = raw.loss.defined() ? raw.loss.to(torch::kCPU, torch::kDouble).item<double>() : kNotMeasured;
   m.lr = raw.lr;
   m.step_time_s = raw.step_time_s;
   m.examples_per_s = raw.step_time_s > 0 ? static_cast<double>(raw.batch_size) / raw.step_time_s : kNotMeasured;
   m.val_loss = raw.val_loss;
   m.val_accuracy = raw.val_accuracy;
-  m.histograms = raw.histograms;
+  m.histograms = histograms(raw);
   double grad_sq_total = 0.0;
   bool any_grad = false;
   size_t param_index = 0;
@@ -314,8 +411,9 @@ StepMetrics Recorder::Impl::derive(const RawStep& raw) const {
     out.name = l.info.name;
     out.type = l.info.type;
     out.kind = l.info.kind;
-    const double* s = l.stats_offset >= 0 ? raw.stats.data() + l.stats_offset : nullptr;
-    if (l.info.kind == LayerKind::kActivation) {
+    const double* s = l.stats_offset >= 0 ? stats + l.stats_offset : nullptr;
+    const bool ran = raw.ran[li];
+    if (l.info.kind == LayerKind::kActivation && ran) {
       const double n_in = s[act::kInputCount];
       const double n_out = s[act::kOutputCount];
       if (n_in > 0) {
@@ -327,7 +425,7 @@ StepMetrics Recorder::Impl::derive(const RawStep& raw) const {
         out.output_std = std_from_sums(n_out, s[act::kOutputSum], s[act::kOutputSumSq]);
         out.grad_pass_through = s[act::kDerivativeSum] / (n_out * l.max_local_derivative);
         const auto count = static_cast<int64_t>(zero_if_nan(s[act::kSampleCount]));
-        const auto q = nn::sample_quantiles(raw.samples.data() + l.sample_offset, count, {0.15, 0.50, 0.85});
+        const auto q = nn::sample_quantiles(samples + l.sample_offset, count, {0.15, 0.50, 0.85});
         out.input_p15 = q[0];
         out.input_p50 = q[1];
         out.input_p85 = q[2];
@@ -336,20 +434,37 @@ StepMetrics Recorder::Impl::derive(const RawStep& raw) const {
       out.grad_input_norm = std::sqrt(s[act::kGradInputSumSq]);
       out.nonfinite_forward = zero_if_nan(s[act::kNonFiniteOutput]);
       out.nonfinite_grad = zero_if_nan(s[act::kNonFiniteGradInput]);
-    } else if (l.info.kind == LayerKind::kBatchNorm) {
-      out.bn_batch_mean = s[bns::kBatchMeanAvg];
-      out.bn_batch_var = s[bns::kBatchVarAvg];
-      out.bn_running_mean = s[bns::kRunningMeanAvg];
-      out.bn_running_var = s[bns::kRunningVarAvg];
-      out.bn_mean_drift = s[bns::kMeanDrift];
-      out.bn_var_drift = s[bns::kVarDrift];
+    } else if (l.info.kind == LayerKind::kBatchNorm && ran) {
+      // Channel averages and drift, from the per-channel values the forward copied.
+      const int64_t c = l.channels;
+      const double* ch = stats + l.channel_offset;
+      const double* bmean = ch;
+      const double* bvar = ch + c;
+      const double* rmean = ch + 2 * c;
+      const double* rvar = ch + 3 * c;
+      double sums[6] = {0, 0, 0, 0, 0, 0};
+      for (int64_t k = 0; k < c; ++k) {
+        sums[0] += bmean[k];
+        sums[1] += bvar[k];
+        sums[2] += rmean[k];
+        sums[3] += rvar[k];
+        sums[4] += std::abs(bmean[k] - rmean[k]) / std::sqrt(rvar[k] + l.eps);
+        sums[5] += std::abs(std::log(bvar[k] / rvar[k]));
+      }
+      const double inv = c > 0 ? 1.0 / static_cast<double>(c) : kNotMeasured;
+      out.bn_batch_mean = sums[0] * inv;  // NaN when there were no batch statistics (eval)
+      out.bn_batch_var = sums[1] * inv;
+      out.bn_running_mean = sums[2] * inv;  // NaN without running statistics
+      out.bn_running_var = sums[3] * inv;
+      out.bn_mean_drift = sums[4] * inv;
+      out.bn_var_drift = sums[5] * inv;
       out.grad_output_norm = std::sqrt(s[bns::kGradOutputSumSq]);
       out.grad_input_norm = std::sqrt(s[bns::kGradInputSumSq]);
       out.nonfinite_forward = zero_if_nan(s[bns::kNonFiniteOutput]);
       out.nonfinite_grad = zero_if_nan(s[bns::kNonFiniteGradInput]);
     }
     for (const auto& p : l.params) {
-      const double* r = raw.stats.data() + p.offset;
+      const double* r = stats + p.offset;
       const bool has_grad = raw.has_grad[param_index++];
       const auto n = static_cast<double>(p.numel);
       ParamMetrics pm;
@@ -395,7 +510,7 @@ StepMetrics Recorder::Impl::derive(const RawStep& raw) const {
   return m;
 }
 
-void Recorder::Impl::process(RawStep raw) {
+void Recorder::Impl::process(const RawStep& raw) {
   StepMetrics m = derive(raw);
   auto raised = monitor.observe(m);
   for (auto& sink : sinks) sink->write(m);
@@ -404,29 +519,52 @@ void Recorder::Impl::process(RawStep raw) {
   last = std::move(m);
 }
 
+RawStep Recorder::Impl::take_raw() {
+  RawStep raw;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!pool.empty()) {
+      raw = std::move(pool.back());
+      pool.pop_back();
+    }
+  }
+  raw.has_grad.clear();
+  raw.ran.clear();
+  raw.order_keys.clear();
+  raw.captures.clear();
+  raw.loss = torch::Tensor();
+  return raw;
+}
+
 void Recorder::Impl::writer_loop() {
   for (;;) {
     RawStep raw;
     {
       std::unique_lock<std::mutex> lock(mutex);
-      cv.wait(lock, [&] { return stopping || !queue.empty(); });
-      if (queue.empty()) return;
+      writer_cv.wait_for(lock, kWriterPoll, [&] { return stopping || flush_requested || !queue.empty(); });
+      if (queue.empty()) {
+        if (stopping) return;
+        continue;
+      }
       raw = std::move(queue.front());
       queue.pop_front();
       ++busy;
     }
-    cv.notify_all();
     try {
-      if (!error) process(std::move(raw));
+      if (!error) process(raw);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex);
       if (!error) error = std::current_exception();
     }
+    bool wake_main = false;
     {
       std::lock_guard<std::mutex> lock(mutex);
       --busy;
+      if (raw.stats) free_buffers.push_back(std::move(raw.stats));
+      pool.push_back(std::move(raw));
+      wake_main = main_waiting;
     }
-    cv.notify_all();
+    if (wake_main) main_cv.notify_all();
   }
 }
 
@@ -481,10 +619,25 @@ void Recorder::begin_step(int64_t step) {
   d.val_accuracy = kNotMeasured;
   d.histogram_step = d.options.histogram_every() > 0 && step % d.options.histogram_every() == 0;
   torch::NoGradGuard no_grad;
-  if (d.buffer.device().is_cpu()) {
-    std::fill_n(d.buffer.data_ptr<double>(), d.buffer.numel(), kNotMeasured);
-  } else {
-    d.buffer.fill_(kNotMeasured);
+  d.current = d.take_buffer();
+  d.attach(*d.current);
+  // Forward slots are all written by each forward (layers whose forward did
+  // not run are flagged in end_step); the gradient slots are only written if
+  // the backward reaches the layer, so they start out as "not measured".
+  auto& b = *d.current;
+  for (size_t i = 0; i < d.layers.size(); ++i) {
+    const auto& stats = b.stats_views[i];
+    if (!stats.defined()) continue;
+    const bool activation = d.layers[i].info.kind == LayerKind::kActivation;
+    const int64_t grad_slots[3] = {activation ? act::kGradOutputSumSq : bns::kGradOutputSumSq,
+                                   activation ? act::kGradInputSumSq : bns::kGradInputSumSq,
+                                   activation ? act::kNonFiniteGradInput : bns::kNonFiniteGradInput};
+    if (stats.device().is_cpu()) {
+      double* row = stats.data_ptr<double>();
+      for (int64_t k : grad_slots) row[k] = kNotMeasured;
+    } else {
+      for (int64_t k : grad_slots) stats[k].fill_(kNotMeasured);
+    }
   }
   if (!d.snapshots_ready) {
     for (auto& l : d.layers) {
@@ -511,26 +664,25 @@ void Recorder::end_step(const torch::Tensor& loss, double lr, int64_t batch_size
   TORCH_CHECK(d.in_step, "bnlab::train::Recorder::end_step: expected begin_step(step) first");
   d.in_step = false;
   torch::NoGradGuard no_grad;
-  RawStep raw;
+  RawStep raw = d.take_raw();
   raw.step = d.step;
   raw.lr = lr;
   raw.batch_size = batch_size;
   raw.val_loss = d.val_loss;
   raw.val_accuracy = d.val_accuracy;
+  auto& b = *d.current;
+  d.requests.clear();
+  size_t param_index = 0;
   for (auto& l : d.layers) {
+    raw.ran.push_back(!l.probe || l.probe->forward_sequence_nr >= 0);
     for (auto& p : l.params) {
       const auto& grad = p.param.grad();
       raw.has_grad.push_back(grad.defined());
-      kernels::parameter_stats(p.param.detach(), grad, p.snapshot, p.row);
+      d.requests.push_back({p.param, grad, p.snapshot, b.param_rows[param_index++]});
     }
   }
-  if (loss.defined()) {
-    if (d.buffer.device().is_cpu() && loss.device().is_cpu()) {
-      d.buffer.data_ptr<double>()[d.loss_slot] = loss.detach().item<double>();
-    } else {
-      d.buffer[d.loss_slot].copy_(loss.detach().reshape({}));
-    }
-  }
+  kernels::parameter_stats_many(d.requests);
+  raw.loss = loss.defined() ? loss.detach() : torch::Tensor();
   if (!d.order_known) {
     // Rank the layers once, from one clock: the autograd sequence numbers of
     // this step (probed layers' outputs, other layers' parameter consumers).
@@ -550,25 +702,40 @@ void Recorder::end_step(const torch::Tensor& loss, double lr, int64_t batch_size
     }
   }
   for (const auto& l : d.layers) raw.order_keys.push_back(l.forward_rank);
-  if (d.histogram_step) raw.histograms = d.histograms();
-  // The one host copy of the step.
-  auto host = d.buffer.device().is_cpu() ? d.buffer : d.buffer.to(torch::kCPU);
-  raw.stats.assign(host.data_ptr<double>(), host.data_ptr<double>() + host.numel());
-  auto host_samples = d.samples.device().is_cpu() ? d.samples : d.samples.to(torch::kCPU);
-  raw.samples.assign(host_samples.data_ptr<float>(), host_samples.data_ptr<float>() + host_samples.numel());
+  if (d.histogram_step) {
+    // Hand the captured tensors to the writer, which bins them.
+    for (auto& l : d.layers) {
+      std::array<torch::Tensor, 4> c;
+      if (l.probe) {
+        c = {std::move(l.probe->input), std::move(l.probe->output), std::move(l.probe->grad_output),
+             std::move(l.probe->grad_input)};
+        l.probe->input = l.probe->output = l.probe->grad_output = l.probe->grad_input = torch::Tensor();
+      }
+      raw.captures.push_back(std::move(c));
+    }
+  }
+  // The step's buffer goes to the writer whole: no copy on this thread.
+  raw.stats = std::move(d.current);
   raw.step_time_s = std::chrono::duration<double>(Clock::now() - d.step_start).count();
 
   if (!d.writer.joinable()) {
-    d.process(std::move(raw));
+    d.process(raw);
+    std::lock_guard<std::mutex> lock(d.mutex);
+    if (raw.stats) d.free_buffers.push_back(std::move(raw.stats));
+    d.pool.push_back(std::move(raw));
     return;
   }
   {
     std::unique_lock<std::mutex> lock(d.mutex);
     // Back-pressure: a slow sink slows training rather than growing memory.
-    d.cv.wait(lock, [&] { return d.queue.size() < d.max_queue || d.error; });
+    if (d.queue.size() >= d.max_queue && !d.error) {
+      d.main_waiting = true;
+      d.writer_cv.notify_all();
+      d.main_cv.wait(lock, [&] { return d.queue.size() < d.max_queue || d.error; });
+      d.main_waiting = false;
+    }
     d.queue.push_back(std::move(raw));
   }
-  d.cv.notify_all();
   d.rethrow_error();
 }
 
@@ -576,7 +743,12 @@ void Recorder::flush() {
   auto& d = *impl_;
   if (d.writer.joinable()) {
     std::unique_lock<std::mutex> lock(d.mutex);
-    d.cv.wait(lock, [&] { return (d.queue.empty() && d.busy == 0) || d.error; });
+    d.flush_requested = true;
+    d.main_waiting = true;
+    d.writer_cv.notify_all();
+    d.main_cv.wait(lock, [&] { return (d.queue.empty() && d.busy == 0) || d.error; });
+    d.main_waiting = false;
+    d.flush_requested = false;
   }
   d.rethrow_error();
   std::lock_guard<std::mutex> lock(d.mutex);
@@ -597,7 +769,7 @@ void Recorder::close() {
     std::lock_guard<std::mutex> lock(d.mutex);
     d.stopping = true;
   }
-  d.cv.notify_all();
+  d.writer_cv.notify_all();
   if (d.writer.joinable()) d.writer.join();
   for (auto& l : d.layers) {
     if (l.probeable != nullptr) l.probeable->set_probe(nullptr);

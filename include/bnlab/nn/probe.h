@@ -66,6 +66,12 @@ enum Slot : int64_t {
 struct LayerProbe {
   torch::Tensor stats;
   torch::Tensor sample;
+  /// BatchNorm only, optional (float64, 4·C, on the layer's device): when
+  /// defined, the forward copies the per-channel batch mean, batch variance,
+  /// running mean and running variance (before the update) here instead of
+  /// averaging them into the row's drift slots, leaving that arithmetic to the
+  /// consumer (the recorder does it off the training thread).
+  torch::Tensor channel_stats;
   bool capture_tensors = false;
   /// Autograd sequence number of the forward's output node: orders layers by
   /// when their forward ran (-1 until a forward with grad ran).

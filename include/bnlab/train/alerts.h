@@ -13,7 +13,8 @@
 namespace bnlab::train {
 
 /// Thresholds of the alerts. A condition must hold for `patience` consecutive
-/// steps before it is reported, and is reported again only after it cleared.
+/// steps before it is reported, and is reported again only after it has been
+/// clear for `patience` consecutive steps (no flapping around a threshold).
 struct AlertOptions {
   /// Saturation above this % (for `patience` steps) warns.
   TORCH_ARG(double, saturation_pct) = 25.0;
@@ -53,6 +54,7 @@ class AlertMonitor {
   bool sustained(const std::string& key, bool condition);
   AlertOptions options_;
   std::map<std::string, int64_t> streak_;       // consecutive steps a condition held
+  std::map<std::string, int64_t> clear_streak_; // consecutive steps it did not, since reported
   std::map<std::string, bool> reported_;        // reported in the current episode
 };
 

@@ -193,127 +193,164 @@ void forward_plain(const T* x, T* y, int64_t n, const Op& op) {
   });
 }
 
-// Running sums of one thread, in vectors, flushed to doubles every block.
-template <typename T>
-struct ForwardAccumulator {
-  using V = Vectorized<T>;
-  V saturated{T(0)}, derivative{T(0)}, sx{T(0)}, sx2{T(0)}, sy{T(0)}, sy2{T(0)}, nonfinite{T(0)};
-  double totals[7] = {0, 0, 0, 0, 0, 0, 0};
+// Totals of one thread. Vector partial sums are flushed to doubles every
+// kFlushVectors vectors (bounding float32 accumulation error) and at the end.
+// Non-finite outputs are not counted per element: a NaN/Inf makes Σy or Σy²
+// non-finite, and only then does a second pass count them (see below).
+constexpr int64_t kFlushVectors = 256;
+constexpr int kTotals = 6;  // saturated, Σf′, Σx, Σx², Σy, Σy²
 
-  // Adds the lanes selected by `valid` of one vector of x, y, f′ and the saturation mask.
-  void add(V x, V y, V deriv, V sat_mask, V valid) {
+template <typename T>
+struct ForwardTotals {
+  using V = Vectorized<T>;
+  V sums[kTotals] = {V(T(0)), V(T(0)), V(T(0)), V(T(0)), V(T(0)), V(T(0))};
+  double totals[kTotals] = {0, 0, 0, 0, 0, 0};
+  int64_t pending = 0;
+
+  // One vector whose every lane is data; returns the saturation lane mask.
+  template <typename Op>
+  V add_full(const Op& op, V x, V y) {
+    const V sat = op.saturated(x, y);
+    sums[0] = sums[0] + V::blendv(V(T(0)), V(T(1)), sat);
+    sums[1] = sums[1] + op.derivative(Op::kFromOutput ? y : x);
+    sums[2] = sums[2] + x;
+    sums[3] = sums[3] + x * x;
+    sums[4] = sums[4] + y;
+    sums[5] = sums[5] + y * y;
+    if (++pending == kFlushVectors) flush();
+    return sat;
+  }
+  // A vector whose lanes outside `valid` must not count; returns the
+  // saturation lane mask, with the lanes outside `valid` set (saturated).
+  template <typename Op>
+  V add_masked(const Op& op, V x, V y, V valid) {
     const V zero(T(0));
-    const V one(T(1));
-    saturated = saturated + V::blendv(zero, one, sat_mask & valid);
-    derivative = derivative + V::blendv(zero, deriv, valid);
+    const V sat = op.saturated(x, y);
+    sums[0] = sums[0] + V::blendv(zero, V(T(1)), sat & valid);
     x = V::blendv(zero, x, valid);
     y = V::blendv(zero, y, valid);
-    sx = sx + x;
-    sx2 = sx2 + x * x;
-    sy = sy + y;
-    sy2 = sy2 + y * y;
-    nonfinite = nonfinite + V::blendv(zero, one, non_finite_mask(y) & valid);
+    sums[1] = sums[1] + V::blendv(zero, op.derivative(Op::kFromOutput ? y : x), valid);
+    sums[2] = sums[2] + x;
+    sums[3] = sums[3] + x * x;
+    sums[4] = sums[4] + y;
+    sums[5] = sums[5] + y * y;
+    if (++pending == kFlushVectors) flush();
+    return sat | (valid ^ (zero == zero));
   }
   void flush() {
-    const V zero(T(0));
-    V* parts[7] = {&saturated, &derivative, &sx, &sx2, &sy, &sy2, &nonfinite};
-    for (int k = 0; k < 7; ++k) {
-      totals[k] += horizontal_sum(*parts[k]);
-      *parts[k] = zero;
+    for (int k = 0; k < kTotals; ++k) {
+      totals[k] += horizontal_sum(sums[k]);
+      sums[k] = V(T(0));
     }
+    pending = 0;
   }
 };
 
+// Per-thread scratch reused across calls: this kernel runs on every recorded step.
+template <typename T>
+std::vector<T>& alive_scratch(size_t size) {
+  static thread_local std::vector<T> scratch;
+  scratch.assign(size, T(0));
+  return scratch;
+}
+
 template <typename T, typename Op>
-void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op,
-                        double* stats) {
+void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op, double* stats) {
   using V = Vectorized<T>;
   constexpr int64_t W = V::size();
   const int64_t units = layout.units;
   const int num_threads = at::get_num_threads();
-  std::vector<ForwardAccumulator<T>> acc(static_cast<size_t>(num_threads));
-  // alive[t][c] = 1 when thread t saw an unsaturated element of unit c.
-  std::vector<std::vector<T>> alive(static_cast<size_t>(num_threads),
-                                    std::vector<T>(static_cast<size_t>(units), T(0)));
-  const V zero(T(0));
+  std::vector<ForwardTotals<T>> acc(static_cast<size_t>(num_threads));
+  // alive[t * units + c] = 1 once thread t saw an unsaturated element of unit c.
+  auto& alive = alive_scratch<T>(static_cast<size_t>(num_threads * units));
   const V one(T(1));
-
-  auto step = [&](ForwardAccumulator<T>& a, const T* xp, T* yp, int64_t count, V& alive_vec) {
-    const V valid = lane_mask<T>(count);
-    const V xv = count == W ? V::loadu(xp) : V::loadu(xp, count);
-    const V yv = op.forward(xv);
-    if (count == W) {
-      yv.store(yp);
-    } else {
-      yv.store(yp, static_cast<int>(count));
-    }
-    const V d = op.derivative(Op::kFromOutput ? yv : xv);
-    const V sat = op.saturated(xv, yv);
-    a.add(xv, yv, d, sat, valid);
-    // Lanes outside the data count as saturated so they never mark a unit alive.
-    alive_vec = at::vec::maximum(alive_vec, V::blendv(zero, one, (sat == zero) & valid));
-  };
+  const V all_set = V(T(0)) == V(T(0));
 
   if (layout.inner > 1) {
     // Blocks of `inner` contiguous elements of one unit.
     const int64_t blocks = layout.outer * units;
-    const int64_t grain = std::max<int64_t>(1, kGrainElements / layout.inner);
+    const int64_t inner = layout.inner;
+    const int64_t full = inner - inner % W;
+    const V tail_mask = lane_mask<T>(inner - full);
+    const int64_t grain = std::max<int64_t>(1, kGrainElements / inner);
     at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
       const int t = at::get_thread_num();
       auto& a = acc[static_cast<size_t>(t)];
+      T* alive_t = alive.data() + t * units;
       for (int64_t b = begin; b < end; ++b) {
-        const int64_t offset = b * layout.inner;
-        V alive_vec = zero;
-        int64_t i = 0;
-        int64_t since_flush = 0;
-        for (; i < layout.inner; i += W) {
-          step(a, x + offset + i, y + offset + i, std::min<int64_t>(W, layout.inner - i), alive_vec);
-          if (++since_flush == 1024) {
-            a.flush();
-            since_flush = 0;
-          }
+        const T* xp = x + b * inner;
+        T* yp = y + b * inner;
+        V all_sat = all_set;  // lane mask: saturated at every element so far
+        for (int64_t i = 0; i < full; i += W) {
+          const V xv = V::loadu(xp + i);
+          const V yv = op.forward(xv);
+          yv.store(yp + i);
+          all_sat = all_sat & a.add_full(op, xv, yv);
         }
-        a.flush();
-        if (horizontal_max(alive_vec) > T(0)) alive[static_cast<size_t>(t)][static_cast<size_t>(b % units)] = T(1);
+        if (full < inner) {
+          const int64_t count = inner - full;
+          const V xv = V::loadu(xp + full, count);
+          const V yv = op.forward(xv);
+          yv.store(yp + full, static_cast<int>(count));
+          // Lanes outside the data count as saturated: they must not keep a unit alive.
+          all_sat = all_sat & a.add_masked(op, xv, yv, tail_mask);
+        }
+        if (horizontal_max(V::blendv(one, V(T(0)), all_sat)) == T(1)) alive_t[b % units] = T(1);
       }
+      a.flush();
     });
   } else {
-    // Rows of `units` elements, one per unit.
+    // Rows of `units` elements, one per unit: blocks of W units walk down the
+    // rows, so each lane keeps its unit and only the last block is masked.
+    const int64_t full = units - units % W;
+    const V tail_mask = lane_mask<T>(units - full);
     const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(units, 1));
     at::parallel_for(0, layout.outer, grain, [&](int64_t begin, int64_t end) {
       const int t = at::get_thread_num();
       auto& a = acc[static_cast<size_t>(t)];
-      T* alive_row = alive[static_cast<size_t>(t)].data();
-      int64_t since_flush = 0;
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t offset = r * units;
-        for (int64_t c = 0; c < units; c += W) {
-          const int64_t count = std::min<int64_t>(W, units - c);
-          V alive_vec = count == W ? V::loadu(alive_row + c) : V::loadu(alive_row + c, count);
-          step(a, x + offset + c, y + offset + c, count, alive_vec);
-          if (count == W) {
-            alive_vec.store(alive_row + c);
-          } else {
-            alive_vec.store(alive_row + c, static_cast<int>(count));
-          }
-          if (++since_flush == 1024) {
-            a.flush();
-            since_flush = 0;
-          }
+      T* alive_t = alive.data() + t * units;
+      // alive ← max(alive, 1 where a lane was ever unsaturated)
+      auto mark_alive = [&](T* where, V all_sat, int64_t count) {
+        const V unsat = V::blendv(one, V(T(0)), all_sat);
+        if (count == W) {
+          at::vec::maximum(V::loadu(where), unsat).store(where);
+        } else {
+          at::vec::maximum(V::loadu(where, count), unsat).store(where, static_cast<int>(count));
         }
+      };
+      for (int64_t c = 0; c < full; c += W) {
+        V all_sat = all_set;
+        for (int64_t r = begin; r < end; ++r) {
+          const V xv = V::loadu(x + r * units + c);
+          const V yv = op.forward(xv);
+          yv.store(y + r * units + c);
+          all_sat = all_sat & a.add_full(op, xv, yv);
+        }
+        mark_alive(alive_t + c, all_sat, W);
+      }
+      if (full < units) {
+        const int64_t count = units - full;
+        V all_sat = all_set;
+        for (int64_t r = begin; r < end; ++r) {
+          const V xv = V::loadu(x + r * units + full, count);
+          const V yv = op.forward(xv);
+          yv.store(y + r * units + full, static_cast<int>(count));
+          all_sat = all_sat & a.add_masked(op, xv, yv, tail_mask);
+        }
+        mark_alive(alive_t + full, all_sat, count);
       }
       a.flush();
     });
   }
 
-  double totals[7] = {0, 0, 0, 0, 0, 0, 0};
+  double totals[kTotals] = {0, 0, 0, 0, 0, 0};
   for (auto& a : acc) {
-    for (int k = 0; k < 7; ++k) totals[k] += a.totals[k];
+    for (int k = 0; k < kTotals; ++k) totals[k] += a.totals[k];
   }
   int64_t alive_units = 0;
   for (int64_t c = 0; c < units; ++c) {
     bool any = false;
-    for (const auto& row : alive) any = any || row[static_cast<size_t>(c)] > T(0);
+    for (int t = 0; t < num_threads && !any; ++t) any = alive[static_cast<size_t>(t * units + c)] > T(0);
     alive_units += any ? 1 : 0;
   }
   stats[slot::kSaturated] = totals[0];
@@ -322,8 +359,14 @@ void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op
   stats[slot::kInputSumSq] = totals[3];
   stats[slot::kOutputSum] = totals[4];
   stats[slot::kOutputSumSq] = totals[5];
-  stats[slot::kNonFiniteOutput] = totals[6];
   stats[slot::kDeadUnits] = static_cast<double>(units - alive_units);
+  // Rare path: only non-finite sums send us counting the non-finite outputs.
+  double nonfinite = 0.0;
+  if (!std::isfinite(totals[4]) || !std::isfinite(totals[5])) {
+    const int64_t n = layout.outer * units * layout.inner;
+    for (int64_t i = 0; i < n; ++i) nonfinite += std::isfinite(y[i]) ? 0.0 : 1.0;
+  }
+  stats[slot::kNonFiniteOutput] = nonfinite;
 }
 
 void activation_forward_kernel(const at::Tensor& input, const at::Tensor& output,
@@ -356,52 +399,60 @@ void activation_backward_kernel(const at::Tensor& grad_output, const at::Tensor&
     auto* gx = grad_input.data_ptr<T>();
     const int64_t n = saved.numel();
     const int num_threads = at::get_num_threads();
-    std::vector<std::array<double, 3>> sums(static_cast<size_t>(num_threads), {0.0, 0.0, 0.0});
+    std::vector<std::array<double, 2>> sums(static_cast<size_t>(num_threads), {0.0, 0.0});
     with_op<T>(params, [&](const auto& op) {
       at::parallel_for(0, n, kGrainElements, [&](int64_t begin, int64_t end) {
         const V zero(T(0));
-        const V one(T(1));
-        V gy2(T(0)), gx2(T(0)), bad(T(0));
-        int64_t since_flush = 0;
+        V gy2(T(0)), gx2(T(0));
+        int64_t pending = 0;
         auto& s = sums[static_cast<size_t>(at::get_thread_num())];
-        auto flush = [&] {
-          s[0] += horizontal_sum(gy2);
-          s[1] += horizontal_sum(gx2);
-          s[2] += horizontal_sum(bad);
-          gy2 = gx2 = bad = zero;
-        };
-        for (int64_t i = begin; i < end; i += W) {
-          const int64_t count = std::min<int64_t>(W, end - i);
-          const V g = count == W ? V::loadu(gy + i) : V::loadu(gy + i, count);
-          const V d = op.derivative(count == W ? V::loadu(v + i) : V::loadu(v + i, count));
-          const V r = g * d;
-          if (count == W) {
-            r.store(gx + i);
-          } else {
-            r.store(gx + i, static_cast<int>(count));
+        int64_t i = begin;
+        for (; i + W <= end; i += W) {
+          const V g = V::loadu(gy + i);
+          const V r = g * op.derivative(V::loadu(v + i));
+          r.store(gx + i);
+          if (stats != nullptr) {
+            gy2 = gy2 + g * g;
+            gx2 = gx2 + r * r;
+            if (++pending == kFlushVectors) {
+              s[0] += horizontal_sum(gy2);
+              s[1] += horizontal_sum(gx2);
+              gy2 = gx2 = zero;
+              pending = 0;
+            }
           }
+        }
+        if (i < end) {
+          const int64_t count = end - i;
+          const V g = V::loadu(gy + i, count);
+          const V r = g * op.derivative(V::loadu(v + i, count));
+          r.store(gx + i, static_cast<int>(count));
           if (stats != nullptr) {
             const V valid = lane_mask<T>(count);
             gy2 = gy2 + V::blendv(zero, g * g, valid);
             gx2 = gx2 + V::blendv(zero, r * r, valid);
-            bad = bad + V::blendv(zero, one, non_finite_mask(r) & valid);
-            if (++since_flush == 1024) {
-              flush();
-              since_flush = 0;
-            }
           }
         }
-        if (stats != nullptr) flush();
+        if (stats != nullptr) {
+          s[0] += horizontal_sum(gy2);
+          s[1] += horizontal_sum(gx2);
+        }
       });
     });
     if (stats != nullptr) {
-      double totals[3] = {0, 0, 0};
+      double totals[2] = {0, 0};
       for (const auto& s : sums) {
-        for (int k = 0; k < 3; ++k) totals[k] += s[static_cast<size_t>(k)];
+        totals[0] += s[0];
+        totals[1] += s[1];
       }
       stats[slot::kGradOutputSumSq] = totals[0];
       stats[slot::kGradInputSumSq] = totals[1];
-      stats[slot::kNonFiniteGradInput] = totals[2];
+      // Rare path: count the non-finite gradients only when the sum says there are some.
+      double nonfinite = 0.0;
+      if (!std::isfinite(totals[1])) {
+        for (int64_t i = 0; i < n; ++i) nonfinite += std::isfinite(gx[i]) ? 0.0 : 1.0;
+      }
+      stats[slot::kNonFiniteGradInput] = nonfinite;
     }
   });
 }

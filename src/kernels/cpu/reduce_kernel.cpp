@@ -9,6 +9,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <array>
+#include <cmath>
 #include <vector>
 
 namespace bnlab::kernels::cpu {
@@ -24,71 +25,90 @@ namespace ps = param_stat;
 constexpr int64_t kFlushVectors = 256;
 constexpr int64_t kGrain = 65536;
 
-void parameter_stats_kernel(const at::Tensor& param, const at::Tensor& grad,
-                            const at::Tensor& snapshot, double* out) {
-  AT_DISPATCH_FLOATING_TYPES(param.scalar_type(), "bnlab_parameter_stats", [&] {
-    using T = scalar_t;
-    using V = Vectorized<T>;
-    constexpr int64_t W = V::size();
-    const T* p = param.data_ptr<T>();
-    const T* g = grad.defined() ? grad.data_ptr<T>() : nullptr;
-    T* snap = snapshot.data_ptr<T>();
-    const int64_t n = param.numel();
-    std::vector<std::array<double, ps::kCount>> partial(static_cast<size_t>(at::get_num_threads()));
-    for (auto& a : partial) a.fill(0.0);
-    at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-      auto& acc = partial[static_cast<size_t>(at::get_thread_num())];
-      const V zero(T(0));
-      const V one(T(1));
-      V s(T(0)), s2(T(0)), gs(T(0)), gs2(T(0)), ds(T(0)), ds2(T(0)), bad_p(T(0)), bad_g(T(0));
-      auto flush = [&] {
-        acc[ps::kSum] += horizontal_sum(s);
-        acc[ps::kSumSq] += horizontal_sum(s2);
-        acc[ps::kGradSum] += horizontal_sum(gs);
-        acc[ps::kGradSumSq] += horizontal_sum(gs2);
-        acc[ps::kDeltaSum] += horizontal_sum(ds);
-        acc[ps::kDeltaSumSq] += horizontal_sum(ds2);
-        acc[ps::kNonFiniteParam] += horizontal_sum(bad_p);
-        acc[ps::kNonFiniteGrad] += horizontal_sum(bad_g);
-        s = s2 = gs = gs2 = ds = ds2 = bad_p = bad_g = zero;
-      };
-      int64_t vectors = 0;
-      for (int64_t i = begin; i < end; i += W) {
-        const int64_t count = std::min<int64_t>(W, end - i);
-        const bool full = count == W;
-        const V valid = lane_mask<T>(count);
-        const V theta = full ? V::loadu(p + i) : V::loadu(p + i, count);
-        const V old = full ? V::loadu(snap + i) : V::loadu(snap + i, count);
-        const V delta = theta - old;
-        s = s + theta;
-        s2 = s2 + theta * theta;
-        ds = ds + delta;
-        ds2 = ds2 + delta * delta;
-        bad_p = bad_p + V::blendv(zero, one, non_finite_mask(theta) & valid);
-        if (g != nullptr) {
-          const V gv = full ? V::loadu(g + i) : V::loadu(g + i, count);
-          gs = gs + gv;
-          gs2 = gs2 + gv * gv;
-          bad_g = bad_g + V::blendv(zero, one, non_finite_mask(gv) & valid);
-        }
-        if (full) {
-          theta.store(snap + i);
-        } else {
-          theta.store(snap + i, static_cast<int>(count));
-        }
-        if (++vectors == kFlushVectors) {
-          flush();
-          vectors = 0;
-        }
+// Counts NaN/Inf in p[0..n): the rare path, taken only when a sum is non-finite.
+template <typename T>
+double count_nonfinite(const T* p, int64_t n) {
+  double count = 0.0;
+  for (int64_t i = 0; i < n; ++i) count += std::isfinite(p[i]) ? 0.0 : 1.0;
+  return count;
+}
+
+template <typename T>
+void parameter_stats_one(const T* p, const T* g, T* snap, int64_t n, double* out) {
+  using V = Vectorized<T>;
+  constexpr int64_t W = V::size();
+  constexpr int kSums = 6;  // Σθ, Σθ², Σg, Σg², ΣΔ, ΣΔ²
+  const int threads = at::get_num_threads();
+  std::array<std::array<double, kSums>, 64> partial_small;
+  std::vector<std::array<double, kSums>> partial_large;
+  std::array<double, kSums>* partial = partial_small.data();
+  if (threads > 64) {
+    partial_large.resize(static_cast<size_t>(threads));
+    partial = partial_large.data();
+  }
+  for (int t = 0; t < threads; ++t) partial[t].fill(0.0);
+  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+    auto& acc = partial[at::get_thread_num()];
+    const V zero(T(0));
+    V s(T(0)), s2(T(0)), gs(T(0)), gs2(T(0)), ds(T(0)), ds2(T(0));
+    auto flush = [&] {
+      acc[0] += horizontal_sum(s);
+      acc[1] += horizontal_sum(s2);
+      acc[2] += horizontal_sum(gs);
+      acc[3] += horizontal_sum(gs2);
+      acc[4] += horizontal_sum(ds);
+      acc[5] += horizontal_sum(ds2);
+      s = s2 = gs = gs2 = ds = ds2 = zero;
+    };
+    auto step = [&](V theta, V old, V gv) {
+      const V delta = theta - old;
+      s = s + theta;
+      s2 = s2 + theta * theta;
+      ds = ds + delta;
+      ds2 = ds2 + delta * delta;
+      gs = gs + gv;
+      gs2 = gs2 + gv * gv;
+    };
+    int64_t vectors = 0;
+    int64_t i = begin;
+    for (; i + W <= end; i += W) {
+      const V theta = V::loadu(p + i);
+      step(theta, V::loadu(snap + i), g != nullptr ? V::loadu(g + i) : zero);
+      theta.store(snap + i);
+      if (++vectors == kFlushVectors) {
+        flush();
+        vectors = 0;
       }
-      flush();
-    });
-    for (int k = 0; k < ps::kCount; ++k) {
-      double total = 0.0;
-      for (const auto& a : partial) total += a[static_cast<size_t>(k)];
-      out[k] = total;
     }
+    if (i < end) {
+      // Partial loads zero the missing lanes, which add nothing to the sums.
+      const int64_t count = end - i;
+      const V theta = V::loadu(p + i, count);
+      step(theta, V::loadu(snap + i, count), g != nullptr ? V::loadu(g + i, count) : zero);
+      theta.store(snap + i, static_cast<int>(count));
+    }
+    flush();
   });
+  for (int k = 0; k < kSums; ++k) {
+    double total = 0.0;
+    for (int t = 0; t < threads; ++t) total += partial[t][static_cast<size_t>(k)];
+    out[k] = total;
+  }
+  out[ps::kNonFiniteParam] = std::isfinite(out[ps::kSumSq]) ? 0.0 : count_nonfinite(p, n);
+  out[ps::kNonFiniteGrad] = g != nullptr && !std::isfinite(out[ps::kGradSumSq]) ? count_nonfinite(g, n) : 0.0;
+}
+
+void parameter_stats_kernel(const ParameterStatsJob* jobs, int64_t count) {
+  for (int64_t j = 0; j < count; ++j) {
+    const auto& job = jobs[j];
+    if (job.is_double) {
+      parameter_stats_one(static_cast<const double*>(job.param), static_cast<const double*>(job.grad),
+                          static_cast<double*>(job.snapshot), job.numel, job.out);
+    } else {
+      parameter_stats_one(static_cast<const float*>(job.param), static_cast<const float*>(job.grad),
+                          static_cast<float*>(job.snapshot), job.numel, job.out);
+    }
+  }
 }
 
 void sum_squares_kernel(const at::Tensor& t, double* out) {
@@ -98,33 +118,38 @@ void sum_squares_kernel(const at::Tensor& t, double* out) {
     constexpr int64_t W = V::size();
     const T* x = t.data_ptr<T>();
     const int64_t n = t.numel();
-    std::vector<std::array<double, 2>> partial(static_cast<size_t>(at::get_num_threads()), {0.0, 0.0});
+    std::array<double, 64> partial_small{};
+    std::vector<double> partial_large;
+    const int threads = at::get_num_threads();
+    double* partial = partial_small.data();
+    if (threads > 64) {
+      partial_large.assign(static_cast<size_t>(threads), 0.0);
+      partial = partial_large.data();
+    }
     at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-      auto& acc = partial[static_cast<size_t>(at::get_thread_num())];
-      const V zero(T(0));
-      const V one(T(1));
-      V s2(T(0)), bad(T(0));
+      double& acc = partial[at::get_thread_num()];
+      V s2(T(0));
       int64_t vectors = 0;
-      for (int64_t i = begin; i < end; i += W) {
-        const int64_t count = std::min<int64_t>(W, end - i);
-        const V v = count == W ? V::loadu(x + i) : V::loadu(x + i, count);
+      int64_t i = begin;
+      for (; i + W <= end; i += W) {
+        const V v = V::loadu(x + i);
         s2 = s2 + v * v;
-        bad = bad + V::blendv(zero, one, non_finite_mask(v) & lane_mask<T>(count));
         if (++vectors == kFlushVectors) {
-          acc[0] += horizontal_sum(s2);
-          acc[1] += horizontal_sum(bad);
-          s2 = bad = zero;
+          acc += horizontal_sum(s2);
+          s2 = V(T(0));
           vectors = 0;
         }
       }
-      acc[0] += horizontal_sum(s2);
-      acc[1] += horizontal_sum(bad);
+      if (i < end) {
+        const V v = V::loadu(x + i, end - i);
+        s2 = s2 + v * v;
+      }
+      acc += horizontal_sum(s2);
     });
-    out[0] = out[1] = 0.0;
-    for (const auto& a : partial) {
-      out[0] += a[0];
-      out[1] += a[1];
-    }
+    double total = 0.0;
+    for (int k = 0; k < threads; ++k) total += partial[k];
+    out[0] = total;
+    out[1] = std::isfinite(total) ? 0.0 : count_nonfinite(x, n);
   });
 }
 

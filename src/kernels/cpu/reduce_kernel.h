@@ -7,9 +7,18 @@
 
 namespace bnlab::kernels::cpu {
 
-/// out[param_stat slots] for contiguous θ, g (or undefined), snapshot; updates the snapshot.
-using ParameterStatsFn = void (*)(const at::Tensor& param, const at::Tensor& grad,
-                                  const at::Tensor& snapshot, double* out);
+/// One contiguous CPU parameter (float or double, all three arrays of the same dtype).
+struct ParameterStatsJob {
+  const void* param = nullptr;
+  const void* grad = nullptr;  ///< nullptr: no gradient
+  void* snapshot = nullptr;
+  int64_t numel = 0;
+  bool is_double = false;
+  double* out = nullptr;       ///< param_stat slots
+};
+
+/// out[param_stat slots] of every job; updates the snapshots.
+using ParameterStatsFn = void (*)(const ParameterStatsJob* jobs, int64_t count);
 /// out[0] = Σ t², out[1] = NaN/Inf count, for a dense t.
 using SumSquaresFn = void (*)(const at::Tensor& t, double* out);
 

@@ -38,6 +38,15 @@ inline double horizontal_sum(const at::vec::Vectorized<T>& v) {
   return s;
 }
 
+/// min of the lanes.
+template <typename T>
+inline T horizontal_min(const at::vec::Vectorized<T>& v) {
+  using V = at::vec::Vectorized<T>;
+  T lanes[V::size()];
+  v.store(lanes);
+  return *std::min_element(lanes, lanes + V::size());
+}
+
 /// max of the lanes.
 template <typename T>
 inline T horizontal_max(const at::vec::Vectorized<T>& v) {
