@@ -109,7 +109,15 @@ Tensor BatchNormFunction::forward(torch::autograd::AutogradContext* ctx, const T
   }
   const Tensor running_m = value_or_undefined(running_mean);
   const Tensor running_v = value_or_undefined(running_var);
-  if (training) {
+  Tensor output;
+  if (kernels::cpu_kernels_apply(input)) {
+    // bnlab's CPU kernels: statistics and normalization in two reads.
+    auto r = kernels::batch_norm_forward_cpu(input, w, b, running_m, running_v, training, momentum, eps,
+                                             stats, probe != nullptr ? probe->channel_stats : Tensor());
+    output = r.output;
+    mean = r.mean;
+    invstd = r.invstd;
+  } else if (training) {
     auto [batch_mean, batch_var] = kernels::batch_norm_stats(input);
     if (stats.defined()) {
       // Against the statistics eval mode would have used: before the update.
@@ -132,8 +140,10 @@ Tensor BatchNormFunction::forward(torch::autograd::AutogradContext* ctx, const T
     mean = running_mean->to(sdt, /*non_blocking=*/false, /*copy=*/true);
     invstd = kernels::invstd_from_var(running_var->to(sdt), eps);
   }
-  Tensor output = kernels::batch_norm_transform(input, mean, invstd, w, b);
-  if (stats.defined()) kernels::batch_norm_output_stats(stats, output);
+  if (!output.defined()) {
+    output = kernels::batch_norm_transform(input, mean, invstd, w, b);
+    if (stats.defined()) kernels::batch_norm_output_stats(stats, output);
+  }
 
   ctx->save_for_backward({input, w, mean, invstd});
   ctx->saved_data["stats"] = stats;
@@ -166,6 +176,7 @@ torch::autograd::variable_list BatchNormFunction::backward(
   Tensor grad_input;
   Tensor grad_weight;
   Tensor grad_bias;
+  bool probe_filled = false;  // the CPU kernels fill the probe's gradient slots themselves
   const int64_t dim = input.dim();
   const auto dims = kernels::reduction_dims(dim);
   if (at::GradMode::is_enabled()) {
@@ -180,6 +191,12 @@ torch::autograd::variable_list BatchNormFunction::backward(
       grad_weight = (grad_out * xhat).sum(dims);
       grad_bias = grad_out.sum(dims);
     }
+  } else if (kernels::cpu_kernels_apply(input) && grad_out.device().is_cpu()) {
+    const auto& stats_value = ctx->saved_data["stats"];
+    const Tensor stats = stats_value.isTensor() ? stats_value.toTensor() : Tensor();
+    std::tie(grad_input, grad_weight, grad_bias) =
+        kernels::batch_norm_backward_cpu(grad_out, input, mean, invstd, weight, training, need_input, stats);
+    probe_filled = true;
   } else {
     const int64_t count = kernels::values_per_channel(input);
     auto [sum_dy, sum_dy_xmu] = kernels::batch_norm_backward_reduce(grad_out, input, mean);
@@ -193,7 +210,7 @@ torch::autograd::variable_list BatchNormFunction::backward(
     if (need_bias) grad_bias = sum_dy.to(input.scalar_type());
   }
   const auto& stats_value = ctx->saved_data["stats"];
-  if (stats_value.isTensor() && stats_value.toTensor().defined()) {
+  if (!probe_filled && stats_value.isTensor() && stats_value.toTensor().defined()) {
     namespace slot = nn::batch_norm_stat;
     const Tensor stats = stats_value.toTensor();
     torch::NoGradGuard no_grad;

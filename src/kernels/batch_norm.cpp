@@ -2,11 +2,14 @@
 #include "kernels/batch_norm.h"
 
 #include "bnlab/nn/probe.h"
+#include "kernels/cpu/batch_norm_kernel.h"
 #include "kernels/reduce.h"
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace bnlab::kernels {
 
@@ -261,6 +264,186 @@ void batch_norm_drift_stats(const torch::Tensor& stats, const torch::Tensor& cha
 void batch_norm_output_stats(const torch::Tensor& stats, const torch::Tensor& output) {
   namespace slot = nn::batch_norm_stat;
   sum_squares_and_nonfinite(output, stats, slot::kOutputSumSq, slot::kNonFiniteOutput);
+}
+
+namespace cpu {
+KernelStub<BatchNormForwardTrainFn> batch_norm_forward_train_stub;
+KernelStub<BatchNormTransformFn> batch_norm_transform_stub;
+KernelStub<BatchNormStatsFn> batch_norm_stats_stub;
+KernelStub<BatchNormBackwardFn> batch_norm_backward_stub;
+}  // namespace cpu
+
+namespace {
+
+// The kernels' view of `t`: channel-major for contiguous (N, C, inner > 1),
+// channel-minor for (N, C) and channels-last; nullopt otherwise.
+c10::optional<cpu::BatchNormLayout> kernel_layout(const torch::Tensor& t) {
+  cpu::BatchNormLayout L;
+  L.channels = t.size(1);
+  int64_t spatial = 1;
+  for (int64_t d = 2; d < t.dim(); ++d) spatial *= t.size(d);
+  if (t.is_contiguous()) {
+    if (spatial == 1) {
+      L.channel_minor = true;
+      L.outer = t.size(0);
+    } else {
+      L.outer = t.size(0);
+      L.inner = spatial;
+    }
+    return L;
+  }
+  const bool channels_last = (t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast)) ||
+                             (t.dim() == 5 && t.is_contiguous(at::MemoryFormat::ChannelsLast3d));
+  if (channels_last) {
+    L.channel_minor = true;
+    L.outer = t.size(0) * spatial;
+    return L;
+  }
+  return c10::nullopt;
+}
+
+std::vector<double> to_doubles(const torch::Tensor& t) {
+  auto d = t.to(torch::kCPU, torch::kDouble).contiguous();
+  return std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
+}
+
+torch::Tensor from_doubles(const std::vector<double>& v, torch::ScalarType dtype) {
+  auto t = torch::empty({static_cast<int64_t>(v.size())}, torch::TensorOptions().dtype(dtype));
+  if (dtype == torch::kDouble) {
+    std::copy(v.begin(), v.end(), t.data_ptr<double>());
+  } else {
+    std::transform(v.begin(), v.end(), t.data_ptr<float>(), [](double d) { return static_cast<float>(d); });
+  }
+  return t;
+}
+
+// running ← (1 − m)·running + m·value, in double, on a CPU float/double vector.
+void blend_into(const torch::Tensor& running, const std::vector<double>& value, double m, double scale) {
+  const int64_t c = running.numel();
+  if (running.scalar_type() == torch::kDouble) {
+    double* r = running.data_ptr<double>();
+    for (int64_t k = 0; k < c; ++k) r[k] = (1.0 - m) * r[k] + m * value[static_cast<size_t>(k)] * scale;
+  } else {
+    float* r = running.data_ptr<float>();
+    for (int64_t k = 0; k < c; ++k) {
+      r[k] = static_cast<float>((1.0 - m) * static_cast<double>(r[k]) + m * value[static_cast<size_t>(k)] * scale);
+    }
+  }
+}
+
+// Counts NaN/Inf in a dense tensor: the rare path behind a non-finite Σ.
+double count_nonfinite(const torch::Tensor& t) { return t.isfinite().logical_not().sum().item<double>(); }
+
+}  // namespace
+
+bool cpu_kernels_apply(const torch::Tensor& input) {
+  return input.device().is_cpu() && (input.scalar_type() == torch::kFloat || input.scalar_type() == torch::kDouble) &&
+         input.dim() >= 2 && cpu::batch_norm_forward_train_stub.get() != nullptr;
+}
+
+CpuForward batch_norm_forward_cpu(const torch::Tensor& input_in, const torch::Tensor& weight,
+                                  const torch::Tensor& bias, const torch::Tensor& running_mean,
+                                  const torch::Tensor& running_var, bool training, double momentum,
+                                  double eps, const torch::Tensor& stats,
+                                  const torch::Tensor& channel_stats) {
+  namespace slot = nn::batch_norm_stat;
+  auto layout = kernel_layout(input_in);
+  const torch::Tensor input = layout.has_value() ? input_in : input_in.contiguous();
+  if (!layout.has_value()) layout = kernel_layout(input);
+  const int64_t C = input.size(1);
+  const int64_t count = values_per_channel(input);
+  const auto sdt = stats_dtype(input.scalar_type());
+  CpuForward out;
+  out.output = torch::empty_like(input);
+  const torch::Tensor w = weight.defined() ? weight.contiguous() : weight;
+  const torch::Tensor b = bias.defined() ? bias.contiguous() : bias;
+  double sum_y2 = 0;
+  double* want_y2 = stats.defined() ? &sum_y2 : nullptr;
+  std::vector<double> mean(static_cast<size_t>(C)), var(static_cast<size_t>(C)), invstd(static_cast<size_t>(C));
+  if (training) {
+    cpu::batch_norm_forward_train_stub.get()(input, out.output, *layout, w, b, eps, mean.data(), var.data(), want_y2);
+    if (stats.defined()) {
+      // Against the statistics eval mode would have used: before the update.
+      auto bm = torch::from_blob(mean.data(), {C}, torch::kDouble);
+      auto bv = torch::from_blob(var.data(), {C}, torch::kDouble);
+      batch_norm_drift_stats(stats, channel_stats, bm, bv, running_mean, running_var, eps, C, count);
+    }
+    if (running_mean.defined() && count > 0) {
+      // Bessel's correction M/(M − 1) for the running (unbiased) variance.
+      const double unbias = count > 1 ? static_cast<double>(count) / static_cast<double>(count - 1) : std::nan("");
+      blend_into(running_mean, mean, momentum, 1.0);
+      blend_into(running_var, var, momentum, unbias);
+    }
+    for (int64_t c = 0; c < C; ++c) invstd[static_cast<size_t>(c)] = 1.0 / std::sqrt(var[static_cast<size_t>(c)] + eps);
+  } else {
+    mean = to_doubles(running_mean);
+    const auto rv = to_doubles(running_var);
+    std::vector<double> scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C), 0.0);
+    const auto wd = w.defined() ? to_doubles(w) : std::vector<double>();
+    const auto bd = b.defined() ? to_doubles(b) : std::vector<double>();
+    for (int64_t c = 0; c < C; ++c) {
+      const auto k = static_cast<size_t>(c);
+      invstd[k] = 1.0 / std::sqrt(rv[k] + eps);
+      scale[k] = invstd[k] * (w.defined() ? wd[k] : 1.0);
+      if (b.defined()) shift[k] = bd[k];
+    }
+    if (stats.defined()) {
+      batch_norm_drift_stats(stats, channel_stats, torch::Tensor(), torch::Tensor(), running_mean, running_var, eps,
+                             C, count);
+    }
+    cpu::batch_norm_transform_stub.get()(input, out.output, *layout, mean.data(), scale.data(), shift.data(), want_y2);
+  }
+  if (stats.defined()) {
+    auto* s = stats.data_ptr<double>();
+    s[slot::kOutputSumSq] = sum_y2;
+    s[slot::kNonFiniteOutput] = std::isfinite(sum_y2) ? 0.0 : count_nonfinite(out.output);
+  }
+  out.mean = from_doubles(mean, sdt);
+  out.invstd = from_doubles(invstd, sdt);
+  return out;
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> batch_norm_backward_cpu(
+    const torch::Tensor& grad_output, const torch::Tensor& input_in, const torch::Tensor& mean,
+    const torch::Tensor& invstd, const torch::Tensor& weight, bool training, bool need_input,
+    const torch::Tensor& stats) {
+  namespace slot = nn::batch_norm_stat;
+  auto layout = kernel_layout(input_in);
+  const torch::Tensor input = layout.has_value() ? input_in : input_in.contiguous();
+  if (!layout.has_value()) layout = kernel_layout(input);
+  const bool same = grad_output.sizes() == input.sizes() && grad_output.strides() == input.strides() &&
+                    grad_output.scalar_type() == input.scalar_type();
+  const torch::Tensor g = same ? grad_output : torch::empty_like(input).copy_(grad_output);
+  const int64_t C = input.size(1);
+  const auto mean_d = to_doubles(mean);
+  const auto invstd_d = to_doubles(invstd);
+  const auto weight_d = weight.defined() ? to_doubles(weight) : std::vector<double>();
+  std::vector<double> sum_dy(static_cast<size_t>(C)), sum_dy_xmu(static_cast<size_t>(C));
+  double g2 = 0, dx2 = 0;
+  cpu::BatchNormBackwardArgs args;
+  args.mean = mean_d.data();
+  args.invstd = invstd_d.data();
+  args.weight = weight.defined() ? weight_d.data() : nullptr;
+  args.count = static_cast<double>(values_per_channel(input));
+  args.eval = !training;
+  args.sum_dy = sum_dy.data();
+  args.sum_dy_xmu = sum_dy_xmu.data();
+  args.sum_g2 = stats.defined() ? &g2 : nullptr;
+  args.sum_dx2 = stats.defined() ? &dx2 : nullptr;
+  torch::Tensor grad_input = need_input ? torch::empty_like(input) : torch::Tensor();
+  cpu::batch_norm_backward_stub.get()(g, input, grad_input, *layout, args);
+  std::vector<double> grad_weight(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) {
+    grad_weight[static_cast<size_t>(c)] = sum_dy_xmu[static_cast<size_t>(c)] * invstd_d[static_cast<size_t>(c)];
+  }
+  if (stats.defined()) {
+    auto* s = stats.data_ptr<double>();
+    s[slot::kGradOutputSumSq] = g2;
+    s[slot::kGradInputSumSq] = need_input ? dx2 : std::nan("");
+    s[slot::kNonFiniteGradInput] =
+        !need_input ? 0.0 : std::isfinite(dx2) ? 0.0 : count_nonfinite(grad_input);
+  }
+  return {grad_input, from_doubles(grad_weight, input.scalar_type()), from_doubles(sum_dy, input.scalar_type())};
 }
 
 }  // namespace bnlab::kernels

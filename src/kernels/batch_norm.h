@@ -73,6 +73,37 @@ void batch_norm_drift_stats(const torch::Tensor& stats, const torch::Tensor& cha
 /// Fills Σ y² and the non-finite count of an nn::batch_norm_stat row from the output.
 void batch_norm_output_stats(const torch::Tensor& stats, const torch::Tensor& output);
 
+// ---- CPU kernels (float32/float64 on CPU; see cpu/batch_norm_kernel.h) ------
+
+/// Whether the CPU kernels handle this input (with per-channel arguments of
+/// its dtype on CPU).
+bool cpu_kernels_apply(const torch::Tensor& input);
+
+/// What the CPU forward produces: y, and the statistics it normalized with
+/// (μ and r = 1/√(σ² + ε), in stats_dtype) for the backward.
+struct CpuForward {
+  torch::Tensor output;
+  torch::Tensor mean;
+  torch::Tensor invstd;
+};
+
+/// Training or eval forward on the CPU kernels: one read of the input for the
+/// statistics and one for the normalization (channel by channel from cache in
+/// the NCHW layout). Updates the running statistics in training (when
+/// defined) and fills the probe's slots (`stats`, `channel_stats`) when given.
+CpuForward batch_norm_forward_cpu(const torch::Tensor& input, const torch::Tensor& weight,
+                                  const torch::Tensor& bias, const torch::Tensor& running_mean,
+                                  const torch::Tensor& running_var, bool training, double momentum,
+                                  double eps, const torch::Tensor& stats,
+                                  const torch::Tensor& channel_stats);
+
+/// Backward on the CPU kernels: (∂L/∂x or undefined, Σ g·x̂ = ∂L/∂γ, Σ g = ∂L/∂β);
+/// fills the probe's gradient slots when `stats` is defined.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> batch_norm_backward_cpu(
+    const torch::Tensor& grad_output, const torch::Tensor& input, const torch::Tensor& mean,
+    const torch::Tensor& invstd, const torch::Tensor& weight, bool training, bool need_input,
+    const torch::Tensor& stats);
+
 /// Reshapes a per-channel vector (C) to broadcast against an (N, C, *) tensor of `dim` dims.
 torch::Tensor as_channel_view(const torch::Tensor& per_channel, int64_t dim);
 

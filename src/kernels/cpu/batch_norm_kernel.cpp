@@ -1,0 +1,642 @@
+// Vectorized CPU batch-norm kernels; compiled once per CPU capability.
+#include "kernels/cpu/batch_norm_kernel.h"
+
+#include "kernels/cpu/vec_helpers.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace bnlab::kernels::cpu {
+inline namespace CPU_CAPABILITY {
+
+namespace {
+
+using at::vec::Vectorized;
+
+// Values per cache-resident chunk: a chunk is read from memory once and
+// traversed twice (its own mean, then the centered sums) from L1/L2.
+constexpr int64_t kChunk = 4096;
+// Target elements per row block in the channel-minor layout.
+constexpr int64_t kRowBlockElements = 16384;
+// Elements per task below which a kernel stays on one thread.
+constexpr int64_t kGrainElements = 32768;
+
+// Count, mean and centered sum of squares of a set of values; merged with
+// Chan et al.'s pairwise formula, in double.
+struct Moments {
+  double n = 0;
+  double mean = 0;
+  double m2 = 0;
+  void merge(double nb, double mean_b, double m2_b) {
+    if (nb == 0) return;
+    if (n == 0) {
+      n = nb;
+      mean = mean_b;
+      m2 = m2_b;
+      return;
+    }
+    const double total = n + nb;
+    const double delta = mean_b - mean;
+    mean += delta * nb / total;
+    m2 += m2_b + delta * delta * n * nb / total;
+    n = total;
+  }
+  void merge(const Moments& o) { merge(o.n, o.mean, o.m2); }
+};
+
+template <typename T>
+double span_sum(const T* x, int64_t len) {
+  using V = Vectorized<T>;
+  V acc(T(0));
+  int64_t i = 0;
+  for (; i + V::size() <= len; i += V::size()) acc = acc + V::loadu(x + i);
+  if (i < len) acc = acc + V::loadu(x + i, len - i);  // partial loads zero the other lanes
+  return horizontal_sum(acc);
+}
+
+// Moments of x[0..len), chunk by chunk: each chunk's approximate mean s (first
+// pass) centers the second pass, Σ(x − s) and Σ(x − s)², which is accurate in
+// float32 because the centered values are small.
+template <typename T>
+void span_moments(const T* x, int64_t len, Moments& into) {
+  using V = Vectorized<T>;
+  for (int64_t o = 0; o < len; o += kChunk) {
+    const int64_t m = std::min(kChunk, len - o);
+    const T* p = x + o;
+    const T s = static_cast<T>(span_sum(p, m) / static_cast<double>(m));
+    const V sv(s);
+    V a1(T(0)), a2(T(0));
+    int64_t i = 0;
+    for (; i + V::size() <= m; i += V::size()) {
+      const V v = V::loadu(p + i) - sv;
+      a1 = a1 + v;
+      a2 = at::vec::fmadd(v, v, a2);
+    }
+    if (i < m) {
+      const V v = V::blendv(V(T(0)), V::loadu(p + i, m - i) - sv, lane_mask<T>(m - i));
+      a1 = a1 + v;
+      a2 = at::vec::fmadd(v, v, a2);
+    }
+    const double d1 = horizontal_sum(a1);
+    const double d2 = horizontal_sum(a2);
+    const double n = static_cast<double>(m);
+    into.merge(n, static_cast<double>(s) + d1 / n, std::max(0.0, d2 - d1 * d1 / n));
+  }
+}
+
+// y = (x − mu)·scale + shift over a span; returns Σ y² when wanted.
+template <typename T>
+double span_transform(const T* x, T* y, int64_t len, T mu, T scale, T shift, bool want_y2) {
+  using V = Vectorized<T>;
+  const V m(mu), s(scale), b(shift);
+  V y2(T(0));
+  int64_t i = 0;
+  for (; i + V::size() <= len; i += V::size()) {
+    const V r = at::vec::fmadd(V::loadu(x + i) - m, s, b);
+    r.store(y + i);
+    if (want_y2) y2 = at::vec::fmadd(r, r, y2);
+  }
+  if (i < len) {
+    const int64_t count = len - i;
+    const V r = at::vec::fmadd(V::loadu(x + i, count) - m, s, b);
+    r.store(y + i, static_cast<int>(count));
+    if (want_y2) {
+      const V rm = V::blendv(V(T(0)), r, lane_mask<T>(count));
+      y2 = at::vec::fmadd(rm, rm, y2);
+    }
+  }
+  return want_y2 ? horizontal_sum(y2) : 0.0;
+}
+
+// Σ g and Σ g·(x − mu) over a span.
+template <typename T>
+void span_reduce(const T* g, const T* x, int64_t len, T mu, double& sum_dy, double& sum_dy_xmu, double* g2) {
+  using V = Vectorized<T>;
+  const V m(mu);
+  V a1(T(0)), a2(T(0)), a3(T(0));
+  int64_t i = 0;
+  for (; i + V::size() <= len; i += V::size()) {
+    const V gv = V::loadu(g + i);
+    a1 = a1 + gv;
+    a2 = at::vec::fmadd(gv, V::loadu(x + i) - m, a2);
+    if (g2 != nullptr) a3 = at::vec::fmadd(gv, gv, a3);
+  }
+  if (i < len) {
+    const int64_t count = len - i;
+    const V gv = V::loadu(g + i, count);  // zero lanes contribute nothing below
+    a1 = a1 + gv;
+    a2 = at::vec::fmadd(gv, V::loadu(x + i, count) - m, a2);
+    if (g2 != nullptr) a3 = at::vec::fmadd(gv, gv, a3);
+  }
+  sum_dy += horizontal_sum(a1);
+  sum_dy_xmu += horizontal_sum(a2);
+  if (g2 != nullptr) *g2 += horizontal_sum(a3);
+}
+
+// dx = g·a − (x − mu)·b − c over a span; returns Σ dx² when wanted.
+template <typename T>
+double span_backward(const T* g, const T* x, T* dx, int64_t len, T mu, T a, T b, T c, bool want_dx2) {
+  using V = Vectorized<T>;
+  const V m(mu), av(a), bv(b), cv(c);
+  V d2(T(0));
+  int64_t i = 0;
+  for (; i + V::size() <= len; i += V::size()) {
+    const V r = V::loadu(g + i) * av - ((V::loadu(x + i) - m) * bv + cv);
+    r.store(dx + i);
+    if (want_dx2) d2 = at::vec::fmadd(r, r, d2);
+  }
+  if (i < len) {
+    const int64_t count = len - i;
+    const V r = V::loadu(g + i, count) * av - ((V::loadu(x + i, count) - m) * bv + cv);
+    r.store(dx + i, static_cast<int>(count));
+    if (want_dx2) {
+      const V rm = V::blendv(V(T(0)), r, lane_mask<T>(count));
+      d2 = at::vec::fmadd(rm, rm, d2);
+    }
+  }
+  return want_dx2 ? horizontal_sum(d2) : 0.0;
+}
+
+// Eval backward in one pass: dx = g·a and the two sums.
+template <typename T>
+double span_backward_eval(const T* g, const T* x, T* dx, int64_t len, T mu, T a, double& sum_dy,
+                          double& sum_dy_xmu, double* g2, bool want_dx2) {
+  using V = Vectorized<T>;
+  const V m(mu), av(a);
+  V a1(T(0)), a2(T(0)), a3(T(0)), d2(T(0));
+  int64_t i = 0;
+  for (; i + V::size() <= len; i += V::size()) {
+    const V gv = V::loadu(g + i);
+    a1 = a1 + gv;
+    a2 = at::vec::fmadd(gv, V::loadu(x + i) - m, a2);
+    if (g2 != nullptr) a3 = at::vec::fmadd(gv, gv, a3);
+    if (dx != nullptr) {
+      const V r = gv * av;
+      r.store(dx + i);
+      if (want_dx2) d2 = at::vec::fmadd(r, r, d2);
+    }
+  }
+  if (i < len) {
+    const int64_t count = len - i;
+    const V gv = V::loadu(g + i, count);
+    a1 = a1 + gv;
+    a2 = at::vec::fmadd(gv, V::loadu(x + i, count) - m, a2);
+    if (g2 != nullptr) a3 = at::vec::fmadd(gv, gv, a3);
+    if (dx != nullptr) {
+      const V r = gv * av;  // zero in the missing lanes
+      r.store(dx + i, static_cast<int>(count));
+      if (want_dx2) d2 = at::vec::fmadd(r, r, d2);
+    }
+  }
+  sum_dy += horizontal_sum(a1);
+  sum_dy_xmu += horizontal_sum(a2);
+  if (g2 != nullptr) *g2 += horizontal_sum(a3);
+  return want_dx2 ? horizontal_sum(d2) : 0.0;
+}
+
+// Per-thread scalars (Σy², ...), summed after a parallel loop.
+struct ThreadSums {
+  std::vector<double> values;
+  explicit ThreadSums(int n) : values(static_cast<size_t>(std::max(n, 1)), 0.0) {}
+  double& operator()() { return values[static_cast<size_t>(at::get_thread_num())]; }
+  double total() const {
+    double t = 0;
+    for (double v : values) t += v;
+    return t;
+  }
+};
+
+double value_or_one(const at::Tensor& w, int64_t c) {
+  if (!w.defined()) return 1.0;
+  return w.scalar_type() == at::kDouble ? w.data_ptr<double>()[c] : static_cast<double>(w.data_ptr<float>()[c]);
+}
+
+double value_or_zero(const at::Tensor& b, int64_t c) {
+  if (!b.defined()) return 0.0;
+  return b.scalar_type() == at::kDouble ? b.data_ptr<double>()[c] : static_cast<double>(b.data_ptr<float>()[c]);
+}
+
+// ---- channel-minor (rows of C) helpers --------------------------------------
+
+// Per-channel moments of rows [r0, r1), accumulated into acc[0..C).
+template <typename T>
+void rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, Moments* acc, std::vector<T>& s1,
+                  std::vector<T>& d1, std::vector<T>& d2) {
+  using V = Vectorized<T>;
+  constexpr int64_t W = V::size();
+  const int64_t full = C - C % W;
+  const int64_t block = std::max<int64_t>(1, kRowBlockElements / C);
+  for (int64_t b0 = r0; b0 < r1; b0 += block) {
+    const int64_t b1 = std::min(r1, b0 + block);
+    const double n = static_cast<double>(b1 - b0);
+    std::fill(s1.begin(), s1.end(), T(0));
+    std::fill(d1.begin(), d1.end(), T(0));
+    std::fill(d2.begin(), d2.end(), T(0));
+    for (int64_t r = b0; r < b1; ++r) {
+      const T* row = x + r * C;
+      int64_t c = 0;
+      for (; c < full; c += W) (V::loadu(s1.data() + c) + V::loadu(row + c)).store(s1.data() + c);
+      if (c < C) (V::loadu(s1.data() + c, C - c) + V::loadu(row + c, C - c)).store(s1.data() + c, static_cast<int>(C - c));
+    }
+    // The block's per-channel means center the second pass.
+    for (int64_t c = 0; c < C; ++c) s1[static_cast<size_t>(c)] = static_cast<T>(static_cast<double>(s1[static_cast<size_t>(c)]) / n);
+    for (int64_t r = b0; r < b1; ++r) {
+      const T* row = x + r * C;
+      int64_t c = 0;
+      for (; c < full; c += W) {
+        const V v = V::loadu(row + c) - V::loadu(s1.data() + c);
+        (V::loadu(d1.data() + c) + v).store(d1.data() + c);
+        at::vec::fmadd(v, v, V::loadu(d2.data() + c)).store(d2.data() + c);
+      }
+      if (c < C) {
+        const int64_t k = C - c;
+        const V v = V::loadu(row + c, k) - V::loadu(s1.data() + c, k);
+        (V::loadu(d1.data() + c, k) + v).store(d1.data() + c, static_cast<int>(k));
+        at::vec::fmadd(v, v, V::loadu(d2.data() + c, k)).store(d2.data() + c, static_cast<int>(k));
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const auto k = static_cast<size_t>(c);
+      const double a = d1[k];
+      acc[c].merge(n, static_cast<double>(s1[k]) + a / n, std::max(0.0, static_cast<double>(d2[k]) - a * a / n));
+    }
+  }
+}
+
+template <typename T>
+void minor_moments(const T* x, const BatchNormLayout& L, std::vector<Moments>& out) {
+  const int64_t C = L.channels;
+  const int threads = at::get_num_threads();
+  std::vector<Moments> partial(static_cast<size_t>(threads * C));
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / C);
+  at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
+    std::vector<T> s1(static_cast<size_t>(C)), d1(static_cast<size_t>(C)), d2(static_cast<size_t>(C));
+    rows_moments(x, begin, end, C, partial.data() + at::get_thread_num() * C, s1, d1, d2);
+  });
+  out.assign(static_cast<size_t>(C), Moments{});
+  for (int t = 0; t < threads; ++t) {
+    for (int64_t c = 0; c < C; ++c) out[static_cast<size_t>(c)].merge(partial[static_cast<size_t>(t * C + c)]);
+  }
+}
+
+// y[r, c] = (x[r, c] − mu[c])·scale[c] + shift[c] for rows [r0, r1).
+template <typename T>
+double rows_transform(const T* x, T* y, int64_t r0, int64_t r1, int64_t C, const T* mu, const T* scale,
+                      const T* shift, bool want_y2) {
+  using V = Vectorized<T>;
+  constexpr int64_t W = V::size();
+  const int64_t full = C - C % W;
+  V y2(T(0));
+  const V tail = lane_mask<T>(C - full);
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* xr = x + r * C;
+    T* yr = y + r * C;
+    int64_t c = 0;
+    for (; c < full; c += W) {
+      const V v = at::vec::fmadd(V::loadu(xr + c) - V::loadu(mu + c), V::loadu(scale + c), V::loadu(shift + c));
+      v.store(yr + c);
+      if (want_y2) y2 = at::vec::fmadd(v, v, y2);
+    }
+    if (c < C) {
+      const int64_t k = C - c;
+      const V v = at::vec::fmadd(V::loadu(xr + c, k) - V::loadu(mu + c, k), V::loadu(scale + c, k), V::loadu(shift + c, k));
+      v.store(yr + c, static_cast<int>(k));
+      if (want_y2) {
+        const V vm = V::blendv(V(T(0)), v, tail);
+        y2 = at::vec::fmadd(vm, vm, y2);
+      }
+    }
+  }
+  return want_y2 ? horizontal_sum(y2) : 0.0;
+}
+
+template <typename T>
+void minor_transform(const T* x, T* y, const BatchNormLayout& L, const std::vector<T>& mu, const std::vector<T>& scale,
+                     const std::vector<T>& shift, double* sum_y2) {
+  const int64_t C = L.channels;
+  ThreadSums y2(at::get_num_threads());
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / C);
+  at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
+    y2() += rows_transform(x, y, begin, end, C, mu.data(), scale.data(), shift.data(), sum_y2 != nullptr);
+  });
+  if (sum_y2 != nullptr) *sum_y2 = y2.total();
+}
+
+// ---- the kernels --------------------------------------------------------------
+
+template <typename T>
+void forward_train_impl(const at::Tensor& xt, const at::Tensor& yt, const BatchNormLayout& L, const at::Tensor& weight,
+                        const at::Tensor& bias, double eps, double* mean, double* var, double* sum_y2) {
+  const T* x = xt.data_ptr<T>();
+  T* y = yt.data_ptr<T>();
+  const int64_t C = L.channels;
+  if (L.channel_minor) {
+    std::vector<Moments> moments;
+    minor_moments(x, L, moments);
+    std::vector<T> mu(static_cast<size_t>(C)), scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) {
+      const auto k = static_cast<size_t>(c);
+      mean[c] = moments[k].mean;
+      var[c] = moments[k].n > 0 ? moments[k].m2 / moments[k].n : 0.0;
+      mu[k] = static_cast<T>(mean[c]);
+      scale[k] = static_cast<T>(value_or_one(weight, c) / std::sqrt(var[c] + eps));
+      shift[k] = static_cast<T>(value_or_zero(bias, c));
+    }
+    minor_transform(x, y, L, mu, scale, shift, sum_y2);
+    return;
+  }
+  // Channel-major: each channel's statistics, then its normalization while
+  // its data is still in cache.
+  ThreadSums y2(at::get_num_threads());
+  const int64_t per_channel = L.outer * L.inner;
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(per_channel, 1));
+  at::parallel_for(0, C, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      Moments m;
+      for (int64_t n = 0; n < L.outer; ++n) span_moments(x + (n * C + c) * L.inner, L.inner, m);
+      mean[c] = m.mean;
+      var[c] = m.n > 0 ? m.m2 / m.n : 0.0;
+      const T mu = static_cast<T>(mean[c]);
+      const T scale = static_cast<T>(value_or_one(weight, c) / std::sqrt(var[c] + eps));
+      const T shift = static_cast<T>(value_or_zero(bias, c));
+      double local = 0;
+      for (int64_t n = 0; n < L.outer; ++n) {
+        const int64_t off = (n * C + c) * L.inner;
+        local += span_transform(x + off, y + off, L.inner, mu, scale, shift, sum_y2 != nullptr);
+      }
+      y2() += local;
+    }
+  });
+  if (sum_y2 != nullptr) *sum_y2 = y2.total();
+}
+
+void forward_train_kernel(const at::Tensor& x, const at::Tensor& y, const BatchNormLayout& layout,
+                          const at::Tensor& weight, const at::Tensor& bias, double eps, double* mean, double* var,
+                          double* sum_y2) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bnlab_batch_norm_forward_train", [&] {
+    forward_train_impl<scalar_t>(x, y, layout, weight, bias, eps, mean, var, sum_y2);
+  });
+}
+
+void stats_kernel(const at::Tensor& xt, const BatchNormLayout& L, double* mean, double* var) {
+  AT_DISPATCH_FLOATING_TYPES(xt.scalar_type(), "bnlab_batch_norm_stats", [&] {
+    using T = scalar_t;
+    const T* x = xt.data_ptr<T>();
+    const int64_t C = L.channels;
+    if (L.channel_minor) {
+      std::vector<Moments> moments;
+      minor_moments(x, L, moments);
+      for (int64_t c = 0; c < C; ++c) {
+        mean[c] = moments[static_cast<size_t>(c)].mean;
+        var[c] = moments[static_cast<size_t>(c)].n > 0 ? moments[static_cast<size_t>(c)].m2 / moments[static_cast<size_t>(c)].n : 0.0;
+      }
+      return;
+    }
+    const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(L.outer * L.inner, 1));
+    at::parallel_for(0, C, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        Moments m;
+        for (int64_t n = 0; n < L.outer; ++n) span_moments(x + (n * C + c) * L.inner, L.inner, m);
+        mean[c] = m.mean;
+        var[c] = m.n > 0 ? m.m2 / m.n : 0.0;
+      }
+    });
+  });
+}
+
+void transform_kernel(const at::Tensor& xt, const at::Tensor& yt, const BatchNormLayout& L, const double* mean,
+                      const double* scale, const double* shift, double* sum_y2) {
+  AT_DISPATCH_FLOATING_TYPES(xt.scalar_type(), "bnlab_batch_norm_transform", [&] {
+    using T = scalar_t;
+    const T* x = xt.data_ptr<T>();
+    T* y = yt.data_ptr<T>();
+    const int64_t C = L.channels;
+    if (L.channel_minor) {
+      std::vector<T> mu(mean, mean + C), sc(scale, scale + C), sh(shift, shift + C);
+      minor_transform(x, y, L, mu, sc, sh, sum_y2);
+      return;
+    }
+    ThreadSums y2(at::get_num_threads());
+    const int64_t total = L.outer * C;
+    const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(L.inner, 1));
+    at::parallel_for(0, total, grain, [&](int64_t begin, int64_t end) {
+      double local = 0;
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t c = i % C;
+        local += span_transform(x + i * L.inner, y + i * L.inner, L.inner, static_cast<T>(mean[c]),
+                                static_cast<T>(scale[c]), static_cast<T>(shift[c]), sum_y2 != nullptr);
+      }
+      y2() += local;
+    });
+    if (sum_y2 != nullptr) *sum_y2 = y2.total();
+  });
+}
+
+template <typename T>
+void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor& dxt, const BatchNormLayout& L,
+                   const BatchNormBackwardArgs& a) {
+  const T* g = gt.data_ptr<T>();
+  const T* x = xt.data_ptr<T>();
+  T* dx = dxt.defined() ? dxt.data_ptr<T>() : nullptr;
+  const int64_t C = L.channels;
+  const int threads = at::get_num_threads();
+  const bool want_g2 = a.sum_g2 != nullptr;
+  const bool want_dx2 = a.sum_dx2 != nullptr && dx != nullptr;
+  ThreadSums g2(threads), dx2(threads);
+  auto coefficient_a = [&](int64_t c) { return (a.weight != nullptr ? a.weight[c] : 1.0) * a.invstd[c]; };
+
+  if (!L.channel_minor) {
+    // Channel by channel: the reduction's data is still in cache for dx.
+    const int64_t per_channel = L.outer * L.inner;
+    const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(per_channel, 1));
+    at::parallel_for(0, C, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        const T mu = static_cast<T>(a.mean[c]);
+        const double ac = coefficient_a(c);
+        double sd = 0, sdx = 0, lg2 = 0, ldx2 = 0;
+        if (a.eval) {
+          for (int64_t n = 0; n < L.outer; ++n) {
+            const int64_t off = (n * C + c) * L.inner;
+            ldx2 += span_backward_eval(g + off, x + off, dx != nullptr ? dx + off : nullptr, L.inner, mu,
+                                       static_cast<T>(ac), sd, sdx, want_g2 ? &lg2 : nullptr, want_dx2);
+          }
+        } else {
+          if (a.reduced_sum_dy != nullptr) {
+            sd = a.reduced_sum_dy[c];
+            sdx = a.reduced_sum_dy_xmu[c];
+            if (want_g2) {
+              double unused1 = 0, unused2 = 0;
+              for (int64_t n = 0; n < L.outer; ++n) {
+                const int64_t off = (n * C + c) * L.inner;
+                span_reduce(g + off, x + off, L.inner, mu, unused1, unused2, &lg2);
+              }
+            }
+          } else {
+            for (int64_t n = 0; n < L.outer; ++n) {
+              const int64_t off = (n * C + c) * L.inner;
+              span_reduce(g + off, x + off, L.inner, mu, sd, sdx, want_g2 ? &lg2 : nullptr);
+            }
+          }
+          if (dx != nullptr) {
+            const double r = a.invstd[c];
+            const double b = a.count > 0 ? ac * r * r * sdx / a.count : 0.0;
+            const double cc = a.count > 0 ? ac * sd / a.count : 0.0;
+            for (int64_t n = 0; n < L.outer; ++n) {
+              const int64_t off = (n * C + c) * L.inner;
+              ldx2 += span_backward(g + off, x + off, dx + off, L.inner, mu, static_cast<T>(ac), static_cast<T>(b),
+                                    static_cast<T>(cc), want_dx2);
+            }
+          }
+        }
+        if (a.sum_dy != nullptr) a.sum_dy[c] = sd;
+        if (a.sum_dy_xmu != nullptr) a.sum_dy_xmu[c] = sdx;
+        g2() += lg2;
+        dx2() += ldx2;
+      }
+    });
+  } else {
+    using V = Vectorized<T>;
+    constexpr int64_t W = V::size();
+    const int64_t full = C - C % W;
+    std::vector<T> mu(static_cast<size_t>(C)), av(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) {
+      mu[static_cast<size_t>(c)] = static_cast<T>(a.mean[c]);
+      av[static_cast<size_t>(c)] = static_cast<T>(coefficient_a(c));
+    }
+    const int64_t grain = std::max<int64_t>(1, kGrainElements / C);
+    std::vector<double> sd(static_cast<size_t>(C), 0.0), sdx(static_cast<size_t>(C), 0.0);
+    const bool reduce = a.reduced_sum_dy == nullptr;
+    if (reduce || want_g2) {
+      // Pass 1: per-channel Σg and Σg(x − μ) over row blocks, per thread.
+      std::vector<double> partial(static_cast<size_t>(threads * 2 * C), 0.0);
+      at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
+        const int t = at::get_thread_num();
+        double* p1 = partial.data() + t * 2 * C;
+        double* p2 = p1 + C;
+        std::vector<T> s1(static_cast<size_t>(C)), s2(static_cast<size_t>(C));
+        V lg2(T(0)), ldx2(T(0));
+        const int64_t block = std::max<int64_t>(1, kRowBlockElements / C);
+        for (int64_t b0 = begin; b0 < end; b0 += block) {
+          const int64_t b1 = std::min(end, b0 + block);
+          std::fill(s1.begin(), s1.end(), T(0));
+          std::fill(s2.begin(), s2.end(), T(0));
+          for (int64_t r = b0; r < b1; ++r) {
+            const T* gr = g + r * C;
+            const T* xr = x + r * C;
+            T* dr = dx != nullptr ? dx + r * C : nullptr;
+            for (int64_t c = 0; c < C; c += W) {
+              const int64_t k = std::min<int64_t>(W, C - c);
+              const bool whole = k == W;
+              const V gv = whole ? V::loadu(gr + c) : V::loadu(gr + c, k);
+              const V xm = (whole ? V::loadu(xr + c) : V::loadu(xr + c, k)) - (whole ? V::loadu(mu.data() + c) : V::loadu(mu.data() + c, k));
+              const V n1 = (whole ? V::loadu(s1.data() + c) : V::loadu(s1.data() + c, k)) + gv;
+              const V n2 = at::vec::fmadd(gv, xm, whole ? V::loadu(s2.data() + c) : V::loadu(s2.data() + c, k));
+              if (whole) {
+                n1.store(s1.data() + c);
+                n2.store(s2.data() + c);
+              } else {
+                n1.store(s1.data() + c, static_cast<int>(k));
+                n2.store(s2.data() + c, static_cast<int>(k));
+              }
+              if (want_g2) lg2 = at::vec::fmadd(gv, gv, lg2);  // zero lanes add nothing
+              if (a.eval && dr != nullptr) {
+                const V r = gv * (whole ? V::loadu(av.data() + c) : V::loadu(av.data() + c, k));
+                if (whole) {
+                  r.store(dr + c);
+                } else {
+                  r.store(dr + c, static_cast<int>(k));
+                }
+                if (want_dx2) ldx2 = at::vec::fmadd(r, r, ldx2);
+              }
+            }
+          }
+          for (int64_t c = 0; c < C; ++c) {
+            p1[c] += static_cast<double>(s1[static_cast<size_t>(c)]);
+            p2[c] += static_cast<double>(s2[static_cast<size_t>(c)]);
+          }
+        }
+        g2() += horizontal_sum(lg2);
+        dx2() += horizontal_sum(ldx2);
+      });
+      for (int t = 0; t < threads; ++t) {
+        for (int64_t c = 0; c < C; ++c) {
+          sd[static_cast<size_t>(c)] += partial[static_cast<size_t>(t * 2 * C + c)];
+          sdx[static_cast<size_t>(c)] += partial[static_cast<size_t>(t * 2 * C + C + c)];
+        }
+      }
+    }
+    if (!reduce) {
+      for (int64_t c = 0; c < C; ++c) {
+        sd[static_cast<size_t>(c)] = a.reduced_sum_dy[c];
+        sdx[static_cast<size_t>(c)] = a.reduced_sum_dy_xmu[c];
+      }
+    }
+    if (!a.eval && dx != nullptr) {
+      // Pass 2: dx = g·a − (x − μ)·b − c.
+      std::vector<T> bv(static_cast<size_t>(C)), cv(static_cast<size_t>(C));
+      for (int64_t c = 0; c < C; ++c) {
+        const auto k = static_cast<size_t>(c);
+        const double r = a.invstd[c];
+        bv[k] = static_cast<T>(a.count > 0 ? coefficient_a(c) * r * r * sdx[k] / a.count : 0.0);
+        cv[k] = static_cast<T>(a.count > 0 ? coefficient_a(c) * sd[k] / a.count : 0.0);
+      }
+      const V tail = lane_mask<T>(C - full);
+      at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
+        V ldx2(T(0));
+        for (int64_t r = begin; r < end; ++r) {
+          const T* gr = g + r * C;
+          const T* xr = x + r * C;
+          T* dr = dx + r * C;
+          int64_t c = 0;
+          for (; c < full; c += W) {
+            const V v = V::loadu(gr + c) * V::loadu(av.data() + c) -
+                        ((V::loadu(xr + c) - V::loadu(mu.data() + c)) * V::loadu(bv.data() + c) + V::loadu(cv.data() + c));
+            v.store(dr + c);
+            if (want_dx2) ldx2 = at::vec::fmadd(v, v, ldx2);
+          }
+          if (c < C) {
+            const int64_t k = C - c;
+            const V v = V::loadu(gr + c, k) * V::loadu(av.data() + c, k) -
+                        ((V::loadu(xr + c, k) - V::loadu(mu.data() + c, k)) * V::loadu(bv.data() + c, k) +
+                         V::loadu(cv.data() + c, k));
+            v.store(dr + c, static_cast<int>(k));
+            if (want_dx2) {
+              const V vm = V::blendv(V(T(0)), v, tail);
+              ldx2 = at::vec::fmadd(vm, vm, ldx2);
+            }
+          }
+        }
+        dx2() += horizontal_sum(ldx2);
+      });
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      if (a.sum_dy != nullptr) a.sum_dy[c] = sd[static_cast<size_t>(c)];
+      if (a.sum_dy_xmu != nullptr) a.sum_dy_xmu[c] = sdx[static_cast<size_t>(c)];
+    }
+  }
+  if (a.sum_g2 != nullptr) *a.sum_g2 = g2.total();
+  if (a.sum_dx2 != nullptr) *a.sum_dx2 = want_dx2 ? dx2.total() : 0.0;
+}
+
+void backward_kernel(const at::Tensor& g, const at::Tensor& x, const at::Tensor& dx, const BatchNormLayout& layout,
+                     const BatchNormBackwardArgs& args) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bnlab_batch_norm_backward", [&] {
+    backward_impl<scalar_t>(g, x, dx, layout, args);
+  });
+}
+
+}  // namespace
+
+}  // inline namespace CPU_CAPABILITY
+
+BNLAB_REGISTER_KERNEL(batch_norm_forward_train_stub, forward_train_kernel);
+BNLAB_REGISTER_KERNEL(batch_norm_transform_stub, transform_kernel);
+BNLAB_REGISTER_KERNEL(batch_norm_stats_stub, stats_kernel);
+BNLAB_REGISTER_KERNEL(batch_norm_backward_stub, backward_kernel);
+
+}  // namespace bnlab::kernels::cpu
