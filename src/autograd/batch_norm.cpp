@@ -13,6 +13,11 @@ using torch::Tensor;
 
 constexpr const char* kOp = "bnlab::batch_norm";
 
+// Bits of the saved "flags".
+constexpr int64_t kTraining = 1;
+constexpr int64_t kHasWeight = 2;
+constexpr int64_t kHasBias = 4;
+
 // Checks one per-channel argument (weight, bias, running_mean, running_var).
 void check_per_channel(const c10::optional<Tensor>& t, const char* name, const Tensor& input) {
   if (!t.has_value() || !t->defined()) return;
@@ -146,11 +151,11 @@ Tensor BatchNormFunction::forward(torch::autograd::AutogradContext* ctx, const T
   }
 
   ctx->save_for_backward({input, w, mean, invstd});
+  // Few saved_data entries: each is a string-keyed map insert on every call.
   ctx->saved_data["stats"] = stats;
-  ctx->saved_data["training"] = training;
   ctx->saved_data["eps"] = eps;
-  ctx->saved_data["has_weight"] = w.defined();
-  ctx->saved_data["has_bias"] = b.defined();
+  ctx->saved_data["flags"] = static_cast<int64_t>((training ? kTraining : 0) | (w.defined() ? kHasWeight : 0) |
+                                                  (b.defined() ? kHasBias : 0));
   return output;
 }
 
@@ -161,10 +166,11 @@ torch::autograd::variable_list BatchNormFunction::backward(
   const Tensor& weight = saved[1];
   const Tensor& mean = saved[2];
   const Tensor& invstd = saved[3];
-  const bool training = ctx->saved_data["training"].toBool();
+  const int64_t flags = ctx->saved_data["flags"].toInt();
+  const bool training = (flags & kTraining) != 0;
   const double eps = ctx->saved_data["eps"].toDouble();
-  const bool has_weight = ctx->saved_data["has_weight"].toBool();
-  const bool has_bias = ctx->saved_data["has_bias"].toBool();
+  const bool has_weight = (flags & kHasWeight) != 0;
+  const bool has_bias = (flags & kHasBias) != 0;
   const Tensor& grad_out = grad_outputs[0];
 
   // needs_input_grad counts only the tensor inputs that were given:

@@ -302,7 +302,13 @@ c10::optional<cpu::BatchNormLayout> kernel_layout(const torch::Tensor& t) {
   return c10::nullopt;
 }
 
+// A per-channel vector as doubles: read in place on CPU (no tensor op: this is
+// on every step's path), converted otherwise.
 std::vector<double> to_doubles(const torch::Tensor& t) {
+  if (t.device().is_cpu() && t.is_contiguous()) {
+    if (t.scalar_type() == torch::kDouble) return {t.data_ptr<double>(), t.data_ptr<double>() + t.numel()};
+    if (t.scalar_type() == torch::kFloat) return {t.data_ptr<float>(), t.data_ptr<float>() + t.numel()};
+  }
   auto d = t.to(torch::kCPU, torch::kDouble).contiguous();
   return std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
 }

@@ -223,49 +223,63 @@ double value_or_zero(const at::Tensor& b, int64_t c) {
 
 // ---- channel-minor (rows of C) helpers --------------------------------------
 
-// Per-channel moments of rows [r0, r1), accumulated into acc[0..C).
-template <typename T>
-void rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, Moments* acc, std::vector<T>& s1,
-                  std::vector<T>& d1, std::vector<T>& d2) {
-  using V = Vectorized<T>;
-  constexpr int64_t W = V::size();
-  const int64_t full = C - C % W;
+// Loops of the channel-minor layout: row blocks (cache-sized) × blocks of W
+// channels, so each lane keeps its channel and accumulators stay in registers
+// while the block's rows stream past. `f(c, k, row_begin, row_end)` handles the
+// k ≤ W channels starting at c.
+template <typename T, typename F>
+void for_row_channel_blocks(int64_t r0, int64_t r1, int64_t C, F&& f) {
+  constexpr int64_t W = Vectorized<T>::size();
   const int64_t block = std::max<int64_t>(1, kRowBlockElements / C);
   for (int64_t b0 = r0; b0 < r1; b0 += block) {
     const int64_t b1 = std::min(r1, b0 + block);
-    const double n = static_cast<double>(b1 - b0);
-    std::fill(s1.begin(), s1.end(), T(0));
-    std::fill(d1.begin(), d1.end(), T(0));
-    std::fill(d2.begin(), d2.end(), T(0));
-    for (int64_t r = b0; r < b1; ++r) {
-      const T* row = x + r * C;
-      int64_t c = 0;
-      for (; c < full; c += W) (V::loadu(s1.data() + c) + V::loadu(row + c)).store(s1.data() + c);
-      if (c < C) (V::loadu(s1.data() + c, C - c) + V::loadu(row + c, C - c)).store(s1.data() + c, static_cast<int>(C - c));
-    }
-    // The block's per-channel means center the second pass.
-    for (int64_t c = 0; c < C; ++c) s1[static_cast<size_t>(c)] = static_cast<T>(static_cast<double>(s1[static_cast<size_t>(c)]) / n);
-    for (int64_t r = b0; r < b1; ++r) {
-      const T* row = x + r * C;
-      int64_t c = 0;
-      for (; c < full; c += W) {
-        const V v = V::loadu(row + c) - V::loadu(s1.data() + c);
-        (V::loadu(d1.data() + c) + v).store(d1.data() + c);
-        at::vec::fmadd(v, v, V::loadu(d2.data() + c)).store(d2.data() + c);
-      }
-      if (c < C) {
-        const int64_t k = C - c;
-        const V v = V::loadu(row + c, k) - V::loadu(s1.data() + c, k);
-        (V::loadu(d1.data() + c, k) + v).store(d1.data() + c, static_cast<int>(k));
-        at::vec::fmadd(v, v, V::loadu(d2.data() + c, k)).store(d2.data() + c, static_cast<int>(k));
-      }
-    }
-    for (int64_t c = 0; c < C; ++c) {
-      const auto k = static_cast<size_t>(c);
-      const double a = d1[k];
-      acc[c].merge(n, static_cast<double>(s1[k]) + a / n, std::max(0.0, static_cast<double>(d2[k]) - a * a / n));
-    }
+    for (int64_t c = 0; c < C; c += W) f(c, std::min<int64_t>(W, C - c), b0, b1);
   }
+}
+
+// Loads W (or k < W, zero-filling) values.
+template <typename T>
+inline Vectorized<T> load(const T* p, int64_t k) {
+  return k == Vectorized<T>::size() ? Vectorized<T>::loadu(p) : Vectorized<T>::loadu(p, k);
+}
+
+template <typename T>
+inline void store(const Vectorized<T>& v, T* p, int64_t k) {
+  if (k == Vectorized<T>::size()) {
+    v.store(p);
+  } else {
+    v.store(p, static_cast<int>(k));
+  }
+}
+
+// Per-channel moments of rows [r0, r1), accumulated into acc[0..C): per row
+// block, each channel's block mean (first pass) centers the second.
+template <typename T>
+void rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, Moments* acc) {
+  using V = Vectorized<T>;
+  constexpr int64_t W = V::size();
+  for_row_channel_blocks<T>(r0, r1, C, [&](int64_t c, int64_t k, int64_t b0, int64_t b1) {
+    const double n = static_cast<double>(b1 - b0);
+    V sum(T(0));
+    for (int64_t r = b0; r < b1; ++r) sum = sum + load(x + r * C + c, k);
+    T lanes[W];
+    sum.store(lanes);
+    for (int64_t j = 0; j < k; ++j) lanes[j] = static_cast<T>(static_cast<double>(lanes[j]) / n);
+    const V shift = V::loadu(lanes);
+    V d1(T(0)), d2(T(0));
+    for (int64_t r = b0; r < b1; ++r) {
+      const V v = load(x + r * C + c, k) - shift;  // missing lanes: unused below
+      d1 = d1 + v;
+      d2 = at::vec::fmadd(v, v, d2);
+    }
+    T l1[W], l2[W];
+    d1.store(l1);
+    d2.store(l2);
+    for (int64_t j = 0; j < k; ++j) {
+      const double a = l1[j];
+      acc[c + j].merge(n, static_cast<double>(lanes[j]) + a / n, std::max(0.0, static_cast<double>(l2[j]) - a * a / n));
+    }
+  });
 }
 
 template <typename T>
@@ -275,8 +289,7 @@ void minor_moments(const T* x, const BatchNormLayout& L, std::vector<Moments>& o
   std::vector<Moments> partial(static_cast<size_t>(threads * C));
   const int64_t grain = std::max<int64_t>(1, kGrainElements / C);
   at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
-    std::vector<T> s1(static_cast<size_t>(C)), d1(static_cast<size_t>(C)), d2(static_cast<size_t>(C));
-    rows_moments(x, begin, end, C, partial.data() + at::get_thread_num() * C, s1, d1, d2);
+    rows_moments(x, begin, end, C, partial.data() + at::get_thread_num() * C);
   });
   out.assign(static_cast<size_t>(C), Moments{});
   for (int t = 0; t < threads; ++t) {
@@ -289,29 +302,15 @@ template <typename T>
 double rows_transform(const T* x, T* y, int64_t r0, int64_t r1, int64_t C, const T* mu, const T* scale,
                       const T* shift, bool want_y2) {
   using V = Vectorized<T>;
-  constexpr int64_t W = V::size();
-  const int64_t full = C - C % W;
   V y2(T(0));
-  const V tail = lane_mask<T>(C - full);
-  for (int64_t r = r0; r < r1; ++r) {
-    const T* xr = x + r * C;
-    T* yr = y + r * C;
-    int64_t c = 0;
-    for (; c < full; c += W) {
-      const V v = at::vec::fmadd(V::loadu(xr + c) - V::loadu(mu + c), V::loadu(scale + c), V::loadu(shift + c));
-      v.store(yr + c);
+  for_row_channel_blocks<T>(r0, r1, C, [&](int64_t c, int64_t k, int64_t b0, int64_t b1) {
+    const V m = load(mu + c, k), s = load(scale + c, k), b = load(shift + c, k);  // zero lanes give y = 0
+    for (int64_t r = b0; r < b1; ++r) {
+      const V v = at::vec::fmadd(load(x + r * C + c, k) - m, s, b);
+      store(v, y + r * C + c, k);
       if (want_y2) y2 = at::vec::fmadd(v, v, y2);
     }
-    if (c < C) {
-      const int64_t k = C - c;
-      const V v = at::vec::fmadd(V::loadu(xr + c, k) - V::loadu(mu + c, k), V::loadu(scale + c, k), V::loadu(shift + c, k));
-      v.store(yr + c, static_cast<int>(k));
-      if (want_y2) {
-        const V vm = V::blendv(V(T(0)), v, tail);
-        y2 = at::vec::fmadd(vm, vm, y2);
-      }
-    }
-  }
+  });
   return want_y2 ? horizontal_sum(y2) : 0.0;
 }
 
@@ -502,7 +501,6 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
   } else {
     using V = Vectorized<T>;
     constexpr int64_t W = V::size();
-    const int64_t full = C - C % W;
     std::vector<T> mu(static_cast<size_t>(C)), av(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; ++c) {
       mu[static_cast<size_t>(c)] = static_cast<T>(a.mean[c]);
@@ -512,54 +510,35 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
     std::vector<double> sd(static_cast<size_t>(C), 0.0), sdx(static_cast<size_t>(C), 0.0);
     const bool reduce = a.reduced_sum_dy == nullptr;
     if (reduce || want_g2) {
-      // Pass 1: per-channel Σg and Σg(x − μ) over row blocks, per thread.
+      // Pass 1: per-channel Σg and Σg(x − μ) (and eval's dx), per thread.
       std::vector<double> partial(static_cast<size_t>(threads * 2 * C), 0.0);
       at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
         const int t = at::get_thread_num();
         double* p1 = partial.data() + t * 2 * C;
         double* p2 = p1 + C;
-        std::vector<T> s1(static_cast<size_t>(C)), s2(static_cast<size_t>(C));
         V lg2(T(0)), ldx2(T(0));
-        const int64_t block = std::max<int64_t>(1, kRowBlockElements / C);
-        for (int64_t b0 = begin; b0 < end; b0 += block) {
-          const int64_t b1 = std::min(end, b0 + block);
-          std::fill(s1.begin(), s1.end(), T(0));
-          std::fill(s2.begin(), s2.end(), T(0));
+        for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, int64_t k, int64_t b0, int64_t b1) {
+          const V m = load(mu.data() + c, k), ac = load(av.data() + c, k);
+          V s1(T(0)), s2(T(0));
           for (int64_t r = b0; r < b1; ++r) {
-            const T* gr = g + r * C;
-            const T* xr = x + r * C;
-            T* dr = dx != nullptr ? dx + r * C : nullptr;
-            for (int64_t c = 0; c < C; c += W) {
-              const int64_t k = std::min<int64_t>(W, C - c);
-              const bool whole = k == W;
-              const V gv = whole ? V::loadu(gr + c) : V::loadu(gr + c, k);
-              const V xm = (whole ? V::loadu(xr + c) : V::loadu(xr + c, k)) - (whole ? V::loadu(mu.data() + c) : V::loadu(mu.data() + c, k));
-              const V n1 = (whole ? V::loadu(s1.data() + c) : V::loadu(s1.data() + c, k)) + gv;
-              const V n2 = at::vec::fmadd(gv, xm, whole ? V::loadu(s2.data() + c) : V::loadu(s2.data() + c, k));
-              if (whole) {
-                n1.store(s1.data() + c);
-                n2.store(s2.data() + c);
-              } else {
-                n1.store(s1.data() + c, static_cast<int>(k));
-                n2.store(s2.data() + c, static_cast<int>(k));
-              }
-              if (want_g2) lg2 = at::vec::fmadd(gv, gv, lg2);  // zero lanes add nothing
-              if (a.eval && dr != nullptr) {
-                const V r = gv * (whole ? V::loadu(av.data() + c) : V::loadu(av.data() + c, k));
-                if (whole) {
-                  r.store(dr + c);
-                } else {
-                  r.store(dr + c, static_cast<int>(k));
-                }
-                if (want_dx2) ldx2 = at::vec::fmadd(r, r, ldx2);
-              }
+            const V gv = load(g + r * C + c, k);  // zero lanes add nothing
+            s1 = s1 + gv;
+            s2 = at::vec::fmadd(gv, load(x + r * C + c, k) - m, s2);
+            if (want_g2) lg2 = at::vec::fmadd(gv, gv, lg2);
+            if (a.eval && dx != nullptr) {
+              const V dv = gv * ac;
+              store(dv, dx + r * C + c, k);
+              if (want_dx2) ldx2 = at::vec::fmadd(dv, dv, ldx2);
             }
           }
-          for (int64_t c = 0; c < C; ++c) {
-            p1[c] += static_cast<double>(s1[static_cast<size_t>(c)]);
-            p2[c] += static_cast<double>(s2[static_cast<size_t>(c)]);
+          T l1[W], l2[W];
+          s1.store(l1);
+          s2.store(l2);
+          for (int64_t j = 0; j < k; ++j) {
+            p1[c + j] += static_cast<double>(l1[j]);
+            p2[c + j] += static_cast<double>(l2[j]);
           }
-        }
+        });
         g2() += horizontal_sum(lg2);
         dx2() += horizontal_sum(ldx2);
       });
@@ -585,32 +564,17 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
         bv[k] = static_cast<T>(a.count > 0 ? coefficient_a(c) * r * r * sdx[k] / a.count : 0.0);
         cv[k] = static_cast<T>(a.count > 0 ? coefficient_a(c) * sd[k] / a.count : 0.0);
       }
-      const V tail = lane_mask<T>(C - full);
       at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
         V ldx2(T(0));
-        for (int64_t r = begin; r < end; ++r) {
-          const T* gr = g + r * C;
-          const T* xr = x + r * C;
-          T* dr = dx + r * C;
-          int64_t c = 0;
-          for (; c < full; c += W) {
-            const V v = V::loadu(gr + c) * V::loadu(av.data() + c) -
-                        ((V::loadu(xr + c) - V::loadu(mu.data() + c)) * V::loadu(bv.data() + c) + V::loadu(cv.data() + c));
-            v.store(dr + c);
-            if (want_dx2) ldx2 = at::vec::fmadd(v, v, ldx2);
+        for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, int64_t k, int64_t b0, int64_t b1) {
+          const V m = load(mu.data() + c, k), ac = load(av.data() + c, k), bc = load(bv.data() + c, k),
+                  cc = load(cv.data() + c, k);
+          for (int64_t r = b0; r < b1; ++r) {
+            const V v = load(g + r * C + c, k) * ac - ((load(x + r * C + c, k) - m) * bc + cc);
+            store(v, dx + r * C + c, k);
+            if (want_dx2) ldx2 = at::vec::fmadd(v, v, ldx2);  // zero lanes: all terms zero
           }
-          if (c < C) {
-            const int64_t k = C - c;
-            const V v = V::loadu(gr + c, k) * V::loadu(av.data() + c, k) -
-                        ((V::loadu(xr + c, k) - V::loadu(mu.data() + c, k)) * V::loadu(bv.data() + c, k) +
-                         V::loadu(cv.data() + c, k));
-            v.store(dr + c, static_cast<int>(k));
-            if (want_dx2) {
-              const V vm = V::blendv(V(T(0)), v, tail);
-              ldx2 = at::vec::fmadd(vm, vm, ldx2);
-            }
-          }
-        }
+        });
         dx2() += horizontal_sum(ldx2);
       });
     }
