@@ -8,7 +8,9 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 namespace bnlab::kernels::cpu {
@@ -199,27 +201,43 @@ double span_backward_eval(const T* g, const T* x, T* dx, int64_t len, T mu, T a,
   return want_dx2 ? horizontal_sum(d2) : 0.0;
 }
 
-// Per-thread scalars (Σy², ...), summed after a parallel loop.
+// Per-thread scalars (Σy², ...), summed after a parallel loop; no heap
+// allocation for up to 64 threads (these kernels also run on tiny inputs).
 struct ThreadSums {
-  std::vector<double> values;
-  explicit ThreadSums(int n) : values(static_cast<size_t>(std::max(n, 1)), 0.0) {}
-  double& operator()() { return values[static_cast<size_t>(at::get_thread_num())]; }
+  std::array<double, 64> small{};
+  std::vector<double> large;
+  double* values;
+  int n;
+  explicit ThreadSums(int threads) : n(std::max(threads, 1)) {
+    if (n > 64) large.assign(static_cast<size_t>(n), 0.0);
+    values = n > 64 ? large.data() : small.data();
+  }
+  double& operator()() { return values[at::get_thread_num()]; }
   double total() const {
     double t = 0;
-    for (double v : values) t += v;
+    for (int i = 0; i < n; ++i) t += values[i];
     return t;
   }
 };
 
-double value_or_one(const at::Tensor& w, int64_t c) {
-  if (!w.defined()) return 1.0;
-  return w.scalar_type() == at::kDouble ? w.data_ptr<double>()[c] : static_cast<double>(w.data_ptr<float>()[c]);
-}
-
-double value_or_zero(const at::Tensor& b, int64_t c) {
-  if (!b.defined()) return 0.0;
-  return b.scalar_type() == at::kDouble ? b.data_ptr<double>()[c] : static_cast<double>(b.data_ptr<float>()[c]);
-}
+// A per-channel parameter read as double, with the dtype check done once;
+// `fallback` when the parameter is undefined (γ = 1, β = 0).
+struct ChannelParam {
+  const float* f = nullptr;
+  const double* d = nullptr;
+  double fallback;
+  ChannelParam(const at::Tensor& t, double value_if_undefined) : fallback(value_if_undefined) {
+    if (!t.defined()) return;
+    if (t.scalar_type() == at::kDouble) {
+      d = t.data_ptr<double>();
+    } else {
+      f = t.data_ptr<float>();
+    }
+  }
+  double operator[](int64_t c) const {
+    return d != nullptr ? d[c] : f != nullptr ? static_cast<double>(f[c]) : fallback;
+  }
+};
 
 // ---- channel-minor (rows of C) helpers --------------------------------------
 
@@ -334,6 +352,7 @@ void forward_train_impl(const at::Tensor& xt, const at::Tensor& yt, const BatchN
   const T* x = xt.data_ptr<T>();
   T* y = yt.data_ptr<T>();
   const int64_t C = L.channels;
+  const ChannelParam gamma(weight, 1.0), beta(bias, 0.0);
   if (L.channel_minor) {
     std::vector<Moments> moments;
     minor_moments(x, L, moments);
@@ -343,8 +362,8 @@ void forward_train_impl(const at::Tensor& xt, const at::Tensor& yt, const BatchN
       mean[c] = moments[k].mean;
       var[c] = moments[k].n > 0 ? moments[k].m2 / moments[k].n : 0.0;
       mu[k] = static_cast<T>(mean[c]);
-      scale[k] = static_cast<T>(value_or_one(weight, c) / std::sqrt(var[c] + eps));
-      shift[k] = static_cast<T>(value_or_zero(bias, c));
+      scale[k] = static_cast<T>(gamma[c] / std::sqrt(var[c] + eps));
+      shift[k] = static_cast<T>(beta[c]);
     }
     minor_transform(x, y, L, mu, scale, shift, sum_y2);
     return;
@@ -361,8 +380,8 @@ void forward_train_impl(const at::Tensor& xt, const at::Tensor& yt, const BatchN
       mean[c] = m.mean;
       var[c] = m.n > 0 ? m.m2 / m.n : 0.0;
       const T mu = static_cast<T>(mean[c]);
-      const T scale = static_cast<T>(value_or_one(weight, c) / std::sqrt(var[c] + eps));
-      const T shift = static_cast<T>(value_or_zero(bias, c));
+      const T scale = static_cast<T>(gamma[c] / std::sqrt(var[c] + eps));
+      const T shift = static_cast<T>(beta[c]);
       double local = 0;
       for (int64_t n = 0; n < L.outer; ++n) {
         const int64_t off = (n * C + c) * L.inner;
@@ -512,36 +531,61 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
     if (reduce || want_g2) {
       // Pass 1: per-channel Σg and Σg(x − μ) (and eval's dx), per thread.
       std::vector<double> partial(static_cast<size_t>(threads * 2 * C), 0.0);
-      at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
-        const int t = at::get_thread_num();
-        double* p1 = partial.data() + t * 2 * C;
-        double* p2 = p1 + C;
-        V lg2(T(0)), ldx2(T(0));
-        for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, int64_t k, int64_t b0, int64_t b1) {
-          const V m = load(mu.data() + c, k), ac = load(av.data() + c, k);
-          V s1(T(0)), s2(T(0));
-          for (int64_t r = b0; r < b1; ++r) {
-            const V gv = load(g + r * C + c, k);  // zero lanes add nothing
-            s1 = s1 + gv;
-            s2 = at::vec::fmadd(gv, load(x + r * C + c, k) - m, s2);
-            if (want_g2) lg2 = at::vec::fmadd(gv, gv, lg2);
-            if (a.eval && dx != nullptr) {
-              const V dv = gv * ac;
-              store(dv, dx + r * C + c, k);
-              if (want_dx2) ldx2 = at::vec::fmadd(dv, dv, ldx2);
+      // The loop is instantiated per combination of the flags, so none is
+      // tested per element.
+      auto pass1 = [&](auto want_g2_c, auto eval_dx_c, auto want_dx2_c) {
+        constexpr bool kG2 = decltype(want_g2_c)::value;
+        constexpr bool kEvalDx = decltype(eval_dx_c)::value;
+        constexpr bool kDx2 = decltype(want_dx2_c)::value;
+        at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
+          const int t = at::get_thread_num();
+          double* p1 = partial.data() + t * 2 * C;
+          double* p2 = p1 + C;
+          V lg2(T(0)), ldx2(T(0));
+          for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, int64_t k, int64_t b0, int64_t b1) {
+            const V m = load(mu.data() + c, k), ac = load(av.data() + c, k);
+            V s1(T(0)), s2(T(0));
+            for (int64_t r = b0; r < b1; ++r) {
+              const V gv = load(g + r * C + c, k);  // zero lanes add nothing
+              s1 = s1 + gv;
+              s2 = at::vec::fmadd(gv, load(x + r * C + c, k) - m, s2);
+              if constexpr (kG2) lg2 = at::vec::fmadd(gv, gv, lg2);
+              if constexpr (kEvalDx) {
+                const V dv = gv * ac;
+                store(dv, dx + r * C + c, k);
+                if constexpr (kDx2) ldx2 = at::vec::fmadd(dv, dv, ldx2);
+              }
             }
-          }
-          T l1[W], l2[W];
-          s1.store(l1);
-          s2.store(l2);
-          for (int64_t j = 0; j < k; ++j) {
-            p1[c + j] += static_cast<double>(l1[j]);
-            p2[c + j] += static_cast<double>(l2[j]);
-          }
+            T l1[W], l2[W];
+            s1.store(l1);
+            s2.store(l2);
+            for (int64_t j = 0; j < k; ++j) {
+              p1[c + j] += static_cast<double>(l1[j]);
+              p2[c + j] += static_cast<double>(l2[j]);
+            }
+          });
+          if constexpr (kG2) g2() += horizontal_sum(lg2);
+          if constexpr (kDx2) dx2() += horizontal_sum(ldx2);
         });
-        g2() += horizontal_sum(lg2);
-        dx2() += horizontal_sum(ldx2);
-      });
+      };
+      using True = std::true_type;
+      using False = std::false_type;
+      const bool eval_dx = a.eval && dx != nullptr;
+      if (want_g2) {
+        if (eval_dx) {
+          if (want_dx2) {
+            pass1(True{}, True{}, True{});
+          } else {
+            pass1(True{}, True{}, False{});
+          }
+        } else {
+          pass1(True{}, False{}, False{});
+        }
+      } else if (eval_dx) {
+        pass1(False{}, True{}, False{});
+      } else {
+        pass1(False{}, False{}, False{});
+      }
       for (int t = 0; t < threads; ++t) {
         for (int64_t c = 0; c < C; ++c) {
           sd[static_cast<size_t>(c)] += partial[static_cast<size_t>(t * 2 * C + c)];
