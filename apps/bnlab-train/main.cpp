@@ -1,39 +1,164 @@
-// bnlab-train: trains a small MLP with bnlab BatchNorm on built-in synthetic data.
-#include <bnlab/bnlab.h>
+// bnlab-train: training runs, the activation × BatchNorm study and the probe.
+// Thin: parses flags and the config file, then calls bnlab::experiment.
+#include <bnlab/experiment/config.h>
+#include <bnlab/experiment/probe.h>
+#include <bnlab/experiment/run.h>
+#include <bnlab/experiment/study.h>
+#include <bnlab/train/trainer.h>
 
-#include <torch/torch.h>
-
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-int main() {
-  try {
-    torch::manual_seed(0);
-    bnlab::data::SyntheticClassification data;
-    auto model = bnlab::models::make_mlp(
-        bnlab::models::MlpOptions(data.options().num_features(), data.options().num_classes()));
-    torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-    const int64_t batch_size = 128;
-    const int64_t steps = 500;
-    const auto& train = data.train();
-    const int64_t n = train.inputs.size(0);
-    for (int64_t step = 1; step <= steps; ++step) {
-      auto idx = torch::randint(n, {batch_size}, torch::kLong);
-      auto logits = model->forward(train.inputs.index_select(0, idx));
-      auto loss = torch::nn::functional::cross_entropy(logits, train.targets.index_select(0, idx));
-      optimizer.zero_grad();
-      loss.backward();
-      optimizer.step();
-      if (step % 50 == 0 || step == 1) spdlog::info("step {:4d}  loss {:.4f}", step, loss.item<double>());
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace ex = bnlab::experiment;
+
+namespace {
+
+constexpr int kUsageError = 2;
+
+std::string flag(const char* key) {
+  std::string f = std::string("--") + key;
+  for (auto& c : f) c = c == '_' ? '-' : c;
+  return f;
+}
+
+// One option per field, bound to it: the config file's values are the
+// defaults, flags override them.
+template <typename Config, typename Visit>
+void add_options(CLI::App& app, Config& config, Visit visit) {
+  visit(config, [&](const char* key, auto& field, const char* help) {
+    using T = std::decay_t<decltype(field)>;
+    if constexpr (std::is_same_v<T, bool>) {
+      app.add_flag(flag(key), field, help);
+    } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+      app.add_option(flag(key), field, help)->delimiter(',')->capture_default_str();
+    } else {
+      app.add_option(flag(key), field, help)->capture_default_str();
     }
-    model->eval();
-    torch::NoGradGuard no_grad;
-    auto val_logits = model->forward(data.val().inputs);
-    auto val_loss = torch::nn::functional::cross_entropy(val_logits, data.val().targets).item<double>();
-    auto acc = val_logits.argmax(1).eq(data.val().targets).to(torch::kDouble).mean().item<double>();
-    spdlog::info("validation loss {:.4f}  accuracy {:.1f}%", val_loss, 100.0 * acc);
-    return 0;
+  });
+}
+
+// The --config file named on the command line (before CLI11 parses it, so
+// its values can be the flags' defaults).
+std::string config_path(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--config") == 0 && i + 1 < argc) return argv[i + 1];
+    if (std::strncmp(argv[i], "--config=", 9) == 0) return argv[i] + 9;
+  }
+  return "";
+}
+
+std::string subcommand_of(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "study" || a == "probe") return a;
+  }
+  return "";
+}
+
+void print_probe(const ex::ProbeResult& r, const ex::ProbeConfig& c) {
+  fmt::print("tanh(x·W), x: {} random inputs of dimension {}, W: {}x{} with unit-variance entries\n", c.inputs, c.width,
+             c.width, c.width);
+  fmt::print("  without BatchNorm: pre-activation std {:8.2f}, saturated (|tanh| > 0.97) {:5.1f}%\n",
+             r.without_batch_norm.preactivation_std, r.without_batch_norm.saturation_pct);
+  fmt::print("  with BatchNorm:    pre-activation std {:8.2f}, saturated (|tanh| > 0.97) {:5.1f}%\n",
+             r.with_batch_norm.preactivation_std, r.with_batch_norm.saturation_pct);
+  fmt::print("histograms: {}/probe.json, {}/probe_histograms.csv\n", c.out, c.out);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string sub = subcommand_of(argc, argv);
+  const std::string config_file = config_path(argc, argv);
+  ex::RunConfig run;
+  ex::StudyConfig study = ex::default_study_config();
+  ex::ProbeConfig probe;
+  try {
+    if (!config_file.empty()) {
+      const auto j = ex::read_json_file(config_file);
+      if (sub == "study") {
+        study = ex::study_config_from_json(j, study);
+      } else if (sub == "probe") {
+        probe = ex::probe_config_from_json(j, probe);
+      } else {
+        run = ex::run_config_from_json(j, run);
+      }
+    }
+  } catch (const ex::ConfigError& e) {
+    fmt::print(stderr, "bnlab-train: {}\n", e.what());
+    return kUsageError;
+  }
+
+  CLI::App app{"bnlab-train: train MLPs with bnlab's BatchNorm and activations, recording every layer's saturation "
+               "and gradients.\nWithout a subcommand: one training run. Options may also come from a JSON --config "
+               "file (keys as the flags, '_' for '-'); flags override it."};
+  app.set_version_flag("--version", "bnlab-train 0.1");
+  std::string unused_config;
+  app.add_option("--config", unused_config, "JSON file of option values (flags override it)");
+  add_options(app, run, [](auto& c, auto&& f) { ex::visit_fields(c, f); });
+
+  auto* study_cmd = app.add_subcommand("study",
+      "train the grid activation x {without, with} BatchNorm on the built-in data, from a deliberately poor initial "
+      "scale; print the table, write summaries and report.html");
+  study_cmd->add_option("--config", unused_config, "JSON file of option values (flags override it)");
+  add_options(*study_cmd, study.base, [](auto& c, auto&& f) { ex::visit_fields(c, f); });
+  study_cmd->add_option("--activations", study.activations, "activations of the grid, comma separated")
+      ->delimiter(',')->capture_default_str();
+  study_cmd->add_option("--batch-norms", study.batch_norms, "BatchNorm placements of the grid: none, before, after")
+      ->delimiter(',')->capture_default_str();
+
+  auto* probe_cmd = app.add_subcommand("probe",
+      "tanh over a random unit-variance weight matrix: saturation and histograms, without and with BatchNorm");
+  probe_cmd->add_option("--config", unused_config, "JSON file of option values (flags override it)");
+  add_options(*probe_cmd, probe, [](auto& c, auto&& f) { ex::visit_fields_probe(c, f); });
+  app.require_subcommand(0, 1);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    fmt::print(stderr, "bnlab-train: {}\nRun with --help for the options.\n", e.what());
+    return kUsageError;
+  }
+
+  bnlab::train::install_interrupt_handler();
+  try {
+    if (*probe_cmd) {
+      ex::validate(probe);
+      print_probe(ex::run_probe(probe), probe);
+      return 0;
+    }
+    if (*study_cmd) {
+      ex::validate(study);
+      const auto result = ex::run_study(study);
+      fmt::print("\n{}", ex::format_study_table(result.runs));
+      fmt::print("\nsteps→target: first step the smoothed training loss reaches {}; sat: saturation % of the first and "
+                 "last hidden activation; grad last/1st: gradient norm at the last over the first hidden activation.\n",
+                 study.base.target_loss);
+      fmt::print("report: {}/report.html   summaries: {}/summary.csv, summary.json\n", study.base.out, study.base.out);
+      return result.interrupted ? 130 : 0;
+    }
+    ex::validate(run);
+    const auto summary = ex::run_training(run);
+    fmt::print("\n{}", ex::format_study_table({summary}));
+    fmt::print("metrics: {}/  (metrics.csv, metrics.jsonl, tb/, summary.json)\n", run.out);
+    return summary.interrupted ? 130 : 0;
+  } catch (const ex::ConfigError& e) {
+    fmt::print(stderr, "bnlab-train: {}\n", e.what());
+    return kUsageError;
   } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
+    fmt::print(stderr, "bnlab-train: {}\n", e.what());
     return 1;
   }
 }

@@ -28,26 +28,35 @@ int64_t leading_step(const std::string& line) {
   }
 }
 
+bool is_timing_column(const char* name) {
+  return std::string(name) == "step_time_s" || std::string(name) == "examples_per_s";
+}
+
 }  // namespace
 
 struct CsvSink::Impl {
   std::unique_ptr<detail::AppendFile> file;
+  bool include_timing = true;
 };
 
-std::string CsvSink::header() {
+std::string CsvSink::header(bool include_timing) {
   std::string h = "step,layer,type,kind,forward_order";
-  for (const auto& c : step_metric_columns()) h += std::string(",") + c.name;
+  for (const auto& c : step_metric_columns()) {
+    if (include_timing || !is_timing_column(c.name)) h += std::string(",") + c.name;
+  }
   for (const auto& c : layer_metric_columns()) h += std::string(",") + c.name;
   return h;
 }
 
 CsvSink::CsvSink(std::string path, FileSinkOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->include_timing = options.include_timing;
+  const std::string expected_header = header(options.include_timing);
   bool append = false;
   if (options.resume_after_step >= 0) {
     bool header_matches = true;
     append = detail::keep_lines(path, /*keep_first_line=*/true, [&](const std::string& line) {
       if (line.rfind("step,", 0) == 0) {
-        header_matches = line == header();
+        header_matches = line == expected_header;
         return false;
       }
       const int64_t step = leading_step(line);
@@ -59,7 +68,7 @@ CsvSink::CsvSink(std::string path, FileSinkOptions options) : impl_(std::make_un
     }
   }
   impl_->file = std::make_unique<detail::AppendFile>(path, append);
-  if (!append) impl_->file->write(header() + "\n");
+  if (!append) impl_->file->write(expected_header + "\n");
 }
 
 CsvSink::~CsvSink() {
@@ -72,7 +81,9 @@ CsvSink::~CsvSink() {
 void CsvSink::write(const StepMetrics& step) {
   std::string out;
   std::string step_part;
-  for (const auto& c : step_metric_columns()) step_part += "," + detail::format_number(c.get(step));
+  for (const auto& c : step_metric_columns()) {
+    if (impl_->include_timing || !is_timing_column(c.name)) step_part += "," + detail::format_number(c.get(step));
+  }
   for (const auto& layer : step.layers) {
     out += fmt::format("{},{},{},{},{}{}", step.step, csv_field(layer.name), csv_field(layer.type),
                        to_string(layer.kind), layer.forward_order, step_part);

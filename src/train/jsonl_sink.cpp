@@ -12,9 +12,11 @@ namespace bnlab::train {
 
 struct JsonlSink::Impl {
   std::unique_ptr<detail::AppendFile> file;
+  bool include_timing = true;
 };
 
 JsonlSink::JsonlSink(std::string path, FileSinkOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->include_timing = options.include_timing;
   bool append = false;
   if (options.resume_after_step >= 0) {
     append = detail::keep_lines(path, /*keep_first_line=*/false, [&](const std::string& line) {
@@ -37,7 +39,11 @@ void JsonlSink::write(const StepMetrics& step) {
   using detail::json_number;
   using detail::json_string;
   std::string out = fmt::format("{{\"step\":{}", step.step);
-  for (const auto& c : step_metric_columns()) out += fmt::format(",\"{}\":{}", c.name, json_number(c.get(step)));
+  for (const auto& c : step_metric_columns()) {
+    const std::string name = c.name;
+    if (!impl_->include_timing && (name == "step_time_s" || name == "examples_per_s")) continue;
+    out += fmt::format(",\"{}\":{}", name, json_number(c.get(step)));
+  }
   out += ",\"layers\":[";
   for (size_t i = 0; i < step.layers.size(); ++i) {
     const auto& layer = step.layers[i];

@@ -38,6 +38,9 @@ struct FileSinkOptions {
   /// k: keep an existing file's records of steps <= k (rewritten atomically:
   /// temporary file + rename) and append after them.
   int64_t resume_after_step = -1;
+  /// Write step_time_s and examples_per_s (CSV, JSON Lines). Off, the files
+  /// depend only on the computation: the same seed gives identical files.
+  bool include_timing = true;
 };
 
 /// One CSV row per step and layer: step, layer, type, kind, forward_order,
@@ -51,7 +54,7 @@ class CsvSink : public MetricsSink {
   void write(const StepMetrics& step) override;
   void flush() override;
   /// The header line (without newline).
-  static std::string header();
+  static std::string header(bool include_timing = true);
 
  private:
   struct Impl;
