@@ -1,6 +1,8 @@
 // bnlab-report: one self-contained HTML report from run and study folders.
 #include <bnlab/report/report.h>
 
+#include "common/log_to_stderr.h"
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -9,6 +11,7 @@
 #include <vector>
 
 int main(int argc, char** argv) {
+  bnlab::apps::log_to_stderr();
   CLI::App app{"bnlab-report: write one self-contained HTML report (viewable offline) from bnlab-train run folders "
                "(metrics.jsonl) and study folders (summary.json)."};
   std::vector<std::string> dirs;

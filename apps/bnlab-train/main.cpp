@@ -6,6 +6,8 @@
 #include <bnlab/experiment/study.h>
 #include <bnlab/train/trainer.h>
 
+#include "common/log_to_stderr.h"
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -74,6 +76,7 @@ void print_probe(const ex::ProbeResult& r, const ex::ProbeConfig& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bnlab::apps::log_to_stderr();
   const std::string sub = subcommand_of(argc, argv);
   const std::string config_file = config_path(argc, argv);
   ex::RunConfig run;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <set>
 
 namespace bnlab::experiment {
@@ -101,6 +102,14 @@ void validate(const RunConfig& c) {
   check_one_of(c.dataset, {"synthetic", "names", "mnist"}, "dataset");
   check(c.dataset == "synthetic" || !c.data_path.empty(),
         "data_path: the " + c.dataset + " dataset needs a path (--data-path)");
+  if (c.dataset == "names" && !c.data_path.empty()) {
+    check(std::filesystem::is_regular_file(c.data_path),
+          "data_path: the names dataset expects a file of words, one per line; " + c.data_path + " is not a file");
+  }
+  if (c.dataset == "mnist" && !c.data_path.empty()) {
+    check(std::filesystem::is_directory(c.data_path),
+          "data_path: the mnist dataset expects a folder of IDX files; " + c.data_path + " is not a folder");
+  }
   check_positive(c.context, "context");
   check_non_negative(c.train_limit, "train_limit");
   check_positive(c.features, "features");

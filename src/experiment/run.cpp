@@ -224,6 +224,7 @@ RunSummary run_training(const RunConfig& config, const std::string& name) {
   trainer.set_validation(dataset.val.inputs, dataset.val.targets);
 
   const std::string checkpoint = (out / "checkpoint.pt").string();
+  io::remove_stale_temp_files(checkpoint);  // left by a run killed while saving
   int64_t resumed_at = -1;
   if (config.resume) {
     if (!fs::exists(checkpoint)) {

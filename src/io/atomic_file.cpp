@@ -1,9 +1,11 @@
 #include "bnlab/io/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -53,6 +55,31 @@ void write_atomically(const std::string& path, const std::function<void(std::ost
     std::filesystem::remove(tmp, ignored);
     throw;
   }
+}
+
+int remove_stale_temp_files(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const std::string prefix = target.filename().string() + ".tmp.";
+  std::error_code ec;
+  int removed = 0;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    // <prefix><pid>.<n>: the writer is gone when its pid no longer exists.
+    const std::string rest = name.substr(prefix.size());
+    const auto dot = rest.find('.');
+    if (dot == std::string::npos || dot == 0) continue;
+    char* end_of_pid = nullptr;
+    const long pid = std::strtol(rest.c_str(), &end_of_pid, 10);
+    if (end_of_pid != rest.c_str() + dot || pid <= 0) continue;
+    if (pid == ::getpid()) continue;  // ours: a write in progress on another thread
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    std::error_code remove_error;
+    if (fs::remove(it->path(), remove_error)) ++removed;
+  }
+  return removed;
 }
 
 void write_file_atomically(const std::string& path, const std::string& content) {

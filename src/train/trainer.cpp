@@ -51,14 +51,16 @@ class Progress {
       std::fprintf(stderr, "\r[%s%s] %s", std::string(static_cast<size_t>(filled), '#').c_str(),
                    std::string(static_cast<size_t>(width - filled), '.').c_str(), line.c_str());
       std::fflush(stderr);
-      if (step + 1 == total_) std::fprintf(stderr, "\n");
+      line_open_ = true;
     } else {
       spdlog::info("{}", line);
     }
   }
 
+  // Ends the live line (so what follows starts on its own line).
   void finish() {
-    if (tty_ && every_ > 0) std::fprintf(stderr, "\n");
+    if (line_open_) std::fprintf(stderr, "\n");
+    line_open_ = false;
   }
 
  private:
@@ -66,6 +68,7 @@ class Progress {
   int64_t total_;
   int64_t every_;
   bool tty_;
+  bool line_open_ = false;
   std::chrono::steady_clock::time_point start_;
 };
 
@@ -155,6 +158,9 @@ void Trainer::save_checkpoint(const std::string& path) const {
     std::lock_guard<std::mutex> lock(gen.mutex());
     archive.write("rng_cpu", gen.get_state());
   }
+  // A run killed while saving leaves its temporary file; the previous
+  // checkpoint is intact, and the leftover is cleared here.
+  io::remove_stale_temp_files(path);
   io::write_atomically(path, [&](std::ostream& out) { archive.save_to(out); });
 }
 
@@ -193,7 +199,12 @@ TrainResult Trainer::fit() {
   auto module = model_.module;
   module->train();
   auto save = [&] {
-    if (!options_.checkpoint_path().empty()) save_checkpoint(options_.checkpoint_path());
+    if (options_.checkpoint_path().empty()) return;
+    // Metrics first: a checkpoint at step k promises that the metrics files
+    // hold every step before k, so a run killed right after saving resumes
+    // without a gap in them.
+    if (recorder_) recorder_->flush();
+    save_checkpoint(options_.checkpoint_path());
   };
   for (; step_ < total; ++step_) {
     const double lr = learning_rate(options_.lr(), step_);

@@ -13,6 +13,12 @@ namespace bnlab::io {
 /// removed; the error names the path and the cause.
 void write_atomically(const std::string& path, const std::function<void(std::ostream&)>& write);
 
+/// Removes the temporary files that write_atomically(path, ...) calls left
+/// behind in processes that were killed mid-write (`<path>.tmp.<pid>.<n>`
+/// whose process no longer exists). Files of live processes are kept, so a
+/// concurrent writer is never disturbed. Returns how many were removed.
+int remove_stale_temp_files(const std::string& path);
+
 /// Same, with the whole content given.
 void write_file_atomically(const std::string& path, const std::string& content);
 
