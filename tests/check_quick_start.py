@@ -14,6 +14,8 @@ ci = [line for line in (root / ".ci/run").read_text(encoding="utf-8").splitlines
 errors = []
 if len(commands) != 2:
     errors.append(f"the quick start has {len(commands)} commands, expected exactly 2: {commands}")
+elif not commands[0].rstrip().endswith("bnlab-train study"):
+    errors.append(f"the first command should end by running the main job, bnlab-train study: {commands[0]!r}")
 elif ci != [commands[1]]:
     errors.append(f".ci/run runs {ci}, expected the README's test command {commands[1]!r}")
 if errors:
