@@ -1,6 +1,7 @@
 // Vectorized CPU batch-norm kernels; compiled once per CPU capability.
 #include "kernels/cpu/batch_norm_kernel.h"
 
+#include "kernels/cpu/batch_norm_helpers.h"
 #include "kernels/cpu/vec_helpers.h"
 
 #include <ATen/Dispatch.h>
@@ -19,77 +20,6 @@ inline namespace CPU_CAPABILITY {
 namespace {
 
 using at::vec::Vectorized;
-
-// Values per cache-resident chunk: a chunk is read from memory once and
-// traversed twice (its own mean, then the centered sums) from L1/L2.
-constexpr int64_t kChunk = 4096;
-// Target elements per row block in the channel-minor layout.
-constexpr int64_t kRowBlockElements = 16384;
-// Elements per task below which a kernel stays on one thread.
-constexpr int64_t kGrainElements = 32768;
-
-// Count, mean and centered sum of squares of a set of values; merged with
-// Chan et al.'s pairwise formula, in double.
-struct Moments {
-  double n = 0;
-  double mean = 0;
-  double m2 = 0;
-  void merge(double nb, double mean_b, double m2_b) {
-    if (nb == 0) return;
-    if (n == 0) {
-      n = nb;
-      mean = mean_b;
-      m2 = m2_b;
-      return;
-    }
-    const double total = n + nb;
-    const double delta = mean_b - mean;
-    mean += delta * nb / total;
-    m2 += m2_b + delta * delta * n * nb / total;
-    n = total;
-  }
-  void merge(const Moments& o) { merge(o.n, o.mean, o.m2); }
-};
-
-template <typename T>
-double span_sum(const T* x, int64_t len) {
-  using V = Vectorized<T>;
-  V acc(T(0));
-  int64_t i = 0;
-  for (; i + V::size() <= len; i += V::size()) acc = acc + V::loadu(x + i);
-  if (i < len) acc = acc + V::loadu(x + i, len - i);  // partial loads zero the other lanes
-  return horizontal_sum(acc);
-}
-
-// Moments of x[0..len), chunk by chunk: each chunk's approximate mean s (first
-// pass) centers the second pass, Σ(x − s) and Σ(x − s)², which is accurate in
-// float32 because the centered values are small.
-template <typename T>
-void span_moments(const T* x, int64_t len, Moments& into) {
-  using V = Vectorized<T>;
-  for (int64_t o = 0; o < len; o += kChunk) {
-    const int64_t m = std::min(kChunk, len - o);
-    const T* p = x + o;
-    const T s = static_cast<T>(span_sum(p, m) / static_cast<double>(m));
-    const V sv(s);
-    V a1(T(0)), a2(T(0));
-    int64_t i = 0;
-    for (; i + V::size() <= m; i += V::size()) {
-      const V v = V::loadu(p + i) - sv;
-      a1 = a1 + v;
-      a2 = at::vec::fmadd(v, v, a2);
-    }
-    if (i < m) {
-      const V v = V::blendv(V(T(0)), V::loadu(p + i, m - i) - sv, lane_mask<T>(m - i));
-      a1 = a1 + v;
-      a2 = at::vec::fmadd(v, v, a2);
-    }
-    const double d1 = horizontal_sum(a1);
-    const double d2 = horizontal_sum(a2);
-    const double n = static_cast<double>(m);
-    into.merge(n, static_cast<double>(s) + d1 / n, std::max(0.0, d2 - d1 * d1 / n));
-  }
-}
 
 // y = (x − mu)·scale + shift over a span; returns Σ y² when wanted.
 template <typename T>
@@ -199,120 +129,6 @@ double span_backward_eval(const T* g, const T* x, T* dx, int64_t len, T mu, T a,
   sum_dy_xmu += horizontal_sum(a2);
   if (g2 != nullptr) *g2 += horizontal_sum(a3);
   return want_dx2 ? horizontal_sum(d2) : 0.0;
-}
-
-// Per-thread scalars (Σy², ...), summed after a parallel loop; no heap
-// allocation for up to 64 threads (these kernels also run on tiny inputs).
-struct ThreadSums {
-  std::array<double, 64> small{};
-  std::vector<double> large;
-  double* values;
-  int n;
-  explicit ThreadSums(int threads) : n(std::max(threads, 1)) {
-    if (n > 64) large.assign(static_cast<size_t>(n), 0.0);
-    values = n > 64 ? large.data() : small.data();
-  }
-  double& operator()() { return values[at::get_thread_num()]; }
-  double total() const {
-    double t = 0;
-    for (int i = 0; i < n; ++i) t += values[i];
-    return t;
-  }
-};
-
-// A per-channel parameter read as double, with the dtype check done once;
-// `fallback` when the parameter is undefined (γ = 1, β = 0).
-struct ChannelParam {
-  const float* f = nullptr;
-  const double* d = nullptr;
-  double fallback;
-  ChannelParam(const at::Tensor& t, double value_if_undefined) : fallback(value_if_undefined) {
-    if (!t.defined()) return;
-    if (t.scalar_type() == at::kDouble) {
-      d = t.data_ptr<double>();
-    } else {
-      f = t.data_ptr<float>();
-    }
-  }
-  double operator[](int64_t c) const {
-    return d != nullptr ? d[c] : f != nullptr ? static_cast<double>(f[c]) : fallback;
-  }
-};
-
-// ---- channel-minor (rows of C) helpers --------------------------------------
-
-// Loops of the channel-minor layout: row blocks (cache-sized) × blocks of W
-// channels, so each lane keeps its channel and accumulators stay in registers
-// while the block's rows stream past. `f(c, k, row_begin, row_end)` handles the
-// k ≤ W channels starting at c.
-template <typename T, typename F>
-void for_row_channel_blocks(int64_t r0, int64_t r1, int64_t C, F&& f) {
-  constexpr int64_t W = Vectorized<T>::size();
-  const int64_t block = std::max<int64_t>(1, kRowBlockElements / C);
-  for (int64_t b0 = r0; b0 < r1; b0 += block) {
-    const int64_t b1 = std::min(r1, b0 + block);
-    for (int64_t c = 0; c < C; c += W) f(c, std::min<int64_t>(W, C - c), b0, b1);
-  }
-}
-
-// Loads W (or k < W, zero-filling) values.
-template <typename T>
-inline Vectorized<T> load(const T* p, int64_t k) {
-  return k == Vectorized<T>::size() ? Vectorized<T>::loadu(p) : Vectorized<T>::loadu(p, k);
-}
-
-template <typename T>
-inline void store(const Vectorized<T>& v, T* p, int64_t k) {
-  if (k == Vectorized<T>::size()) {
-    v.store(p);
-  } else {
-    v.store(p, static_cast<int>(k));
-  }
-}
-
-// Per-channel moments of rows [r0, r1), accumulated into acc[0..C): per row
-// block, each channel's block mean (first pass) centers the second.
-template <typename T>
-void rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, Moments* acc) {
-  using V = Vectorized<T>;
-  constexpr int64_t W = V::size();
-  for_row_channel_blocks<T>(r0, r1, C, [&](int64_t c, int64_t k, int64_t b0, int64_t b1) {
-    const double n = static_cast<double>(b1 - b0);
-    V sum(T(0));
-    for (int64_t r = b0; r < b1; ++r) sum = sum + load(x + r * C + c, k);
-    T lanes[W];
-    sum.store(lanes);
-    for (int64_t j = 0; j < k; ++j) lanes[j] = static_cast<T>(static_cast<double>(lanes[j]) / n);
-    const V shift = V::loadu(lanes);
-    V d1(T(0)), d2(T(0));
-    for (int64_t r = b0; r < b1; ++r) {
-      const V v = load(x + r * C + c, k) - shift;  // missing lanes: unused below
-      d1 = d1 + v;
-      d2 = at::vec::fmadd(v, v, d2);
-    }
-    T l1[W], l2[W];
-    d1.store(l1);
-    d2.store(l2);
-    for (int64_t j = 0; j < k; ++j) {
-      const double a = l1[j];
-      acc[c + j].merge(n, static_cast<double>(lanes[j]) + a / n, std::max(0.0, static_cast<double>(l2[j]) - a * a / n));
-    }
-  });
-}
-
-template <typename T>
-void minor_moments(const T* x, const BatchNormLayout& L, std::vector<Moments>& out) {
-  const int64_t C = L.channels;
-  const int threads = at::get_num_threads();
-  std::vector<Moments> partial(static_cast<size_t>(threads * C));
-  const int64_t grain = std::max<int64_t>(1, kGrainElements / C);
-  at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
-    rows_moments(x, begin, end, C, partial.data() + at::get_thread_num() * C);
-  });
-  out.assign(static_cast<size_t>(C), Moments{});
-  for (int t = 0; t < threads; ++t) {
-    for (int64_t c = 0; c < C; ++c) out[static_cast<size_t>(c)].merge(partial[static_cast<size_t>(t * C + c)]);
-  }
 }
 
 // y[r, c] = (x[r, c] − mu[c])·scale[c] + shift[c] for rows [r0, r1).

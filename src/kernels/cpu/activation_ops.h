@@ -1,0 +1,232 @@
+// The activations as operations on at::vec::Vectorized lanes, shared by the
+// activation kernels and the fused BatchNorm + activation kernels. Included
+// only from kernel sources (compiled per CPU capability).
+#pragma once
+
+#include "kernels/activation.h"
+#include "kernels/cpu/vec_helpers.h"
+
+#include <ATen/cpu/vec/vec.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace bnlab::kernels::cpu {
+inline namespace CPU_CAPABILITY {
+
+using at::vec::Vectorized;
+
+// ---- the activations, on vectors -------------------------------------------
+// forward(x); derivative(v) from v = x or v = y (kFromOutput); saturated(x, y)
+// returns a lane mask.
+
+template <typename T>
+struct TanhOp {
+  using V = Vectorized<T>;
+  static constexpr bool kFromOutput = true;
+  V t;
+  explicit TanhOp(const ActivationParams& p) : t(static_cast<T>(p.saturation_threshold)) {}
+  V forward(V x) const { return x.tanh(); }
+  V derivative(V y) const { return V(T(1)) - y * y; }
+  V saturated(V, V y) const { return y.abs() > t; }
+};
+
+template <typename T>
+struct SigmoidOp {
+  using V = Vectorized<T>;
+  static constexpr bool kFromOutput = true;
+  V t;
+  explicit SigmoidOp(const ActivationParams& p) : t(static_cast<T>(p.saturation_threshold)) {}
+  V forward(V x) const { return (V(T(1)) + x.neg().exp()).reciprocal(); }
+  V derivative(V y) const { return y * (V(T(1)) - y); }
+  V saturated(V, V y) const { return (y * V(T(2)) - V(T(1))).abs() > t; }
+};
+
+template <typename T>
+struct SoftsignOp {
+  using V = Vectorized<T>;
+  static constexpr bool kFromOutput = false;
+  V t;
+  explicit SoftsignOp(const ActivationParams& p) : t(static_cast<T>(p.saturation_threshold)) {}
+  V forward(V x) const { return x / (V(T(1)) + x.abs()); }
+  V derivative(V x) const {
+    V d = V(T(1)) + x.abs();
+    return (d * d).reciprocal();
+  }
+  V saturated(V, V y) const { return y.abs() > t; }
+};
+
+template <typename T>
+struct HardtanhOp {
+  using V = Vectorized<T>;
+  static constexpr bool kFromOutput = false;  // either works: y is x clamped
+  V lo, hi;
+  explicit HardtanhOp(const ActivationParams& p)
+      : lo(static_cast<T>(p.min_val)), hi(static_cast<T>(p.max_val)) {}
+  V forward(V x) const { return at::vec::minimum(at::vec::maximum(x, lo), hi); }
+  V derivative(V v) const { return V::blendv(V(T(0)), V(T(1)), (v > lo) & (v < hi)); }
+  V saturated(V x, V) const { return (x < lo) | (x > hi); }
+};
+
+template <typename T>
+struct ReLUOp {
+  using V = Vectorized<T>;
+  static constexpr bool kFromOutput = true;
+  explicit ReLUOp(const ActivationParams&) {}
+  // x > 0 ? x : 0, keeping NaN (as torch.relu does).
+  V forward(V x) const { return V::blendv(x, V(T(0)), x <= V(T(0))); }
+  V derivative(V y) const { return V::blendv(V(T(0)), V(T(1)), y > V(T(0))); }
+  V saturated(V x, V) const { return x <= V(T(0)); }
+};
+
+template <typename T>
+struct LeakyReLUOp {
+  using V = Vectorized<T>;
+  static constexpr bool kFromOutput = false;
+  V slope;
+  explicit LeakyReLUOp(const ActivationParams& p) : slope(static_cast<T>(p.negative_slope)) {}
+  V forward(V x) const { return V::blendv(x * slope, x, x > V(T(0))); }
+  V derivative(V x) const { return V::blendv(slope, V(T(1)), x > V(T(0))); }
+  V saturated(V, V) const { return V(T(0)) == V(T(1)); }  // never: an all-false mask
+};
+
+template <typename T>
+struct ELUOp {
+  using V = Vectorized<T>;
+  static constexpr bool kFromOutput = true;
+  V alpha, limit;
+  explicit ELUOp(const ActivationParams& p)
+      : alpha(static_cast<T>(p.alpha)),
+        limit(static_cast<T>(-p.alpha * p.saturation_threshold)) {}
+  V forward(V x) const { return V::blendv(x.expm1() * alpha, x, x > V(T(0))); }
+  V derivative(V y) const { return V::blendv(y + alpha, V(T(1)), y > V(T(0))); }
+  V saturated(V, V y) const { return y < limit; }
+};
+
+template <typename T>
+struct GELUOp {
+  using V = Vectorized<T>;
+  static constexpr bool kFromOutput = false;
+  V flat;
+  explicit GELUOp(const ActivationParams& p)
+      : flat(static_cast<T>(1.0 - p.saturation_threshold * p.saturation_threshold)) {}
+  V forward(V x) const {
+    return x * V(T(0.5)) * (V(T(1)) + (x * V(static_cast<T>(M_SQRT1_2))).erf());
+  }
+  V derivative(V x) const {
+    const V cdf = V(T(0.5)) * (V(T(1)) + (x * V(static_cast<T>(M_SQRT1_2))).erf());
+    const V pdf = (x * x * V(T(-0.5))).exp() * V(static_cast<T>(M_2_SQRTPI * M_SQRT1_2 * 0.5));
+    return cdf + x * pdf;
+  }
+  V saturated(V x, V) const { return (x < V(T(0))) & (derivative(x).abs() < flat); }
+};
+
+template <typename T>
+struct GELUTanhOp {
+  using V = Vectorized<T>;
+  static constexpr bool kFromOutput = false;
+  static constexpr T kBeta = static_cast<T>(M_SQRT2 * M_2_SQRTPI * 0.5);  // √(2/π)
+  static constexpr T kKappa = static_cast<T>(0.044715);
+  V flat;
+  explicit GELUTanhOp(const ActivationParams& p)
+      : flat(static_cast<T>(1.0 - p.saturation_threshold * p.saturation_threshold)) {}
+  V forward(V x) const {
+    const V inner = V(kBeta) * (x + V(kKappa) * x * x * x);
+    return V(T(0.5)) * x * (V(T(1)) + inner.tanh());
+  }
+  V derivative(V x) const {
+    const V x2 = x * x;
+    const V th = (V(kBeta) * (x + V(kKappa) * x2 * x)).tanh();
+    const V du = V(kBeta) * (V(T(1)) + V(T(3) * kKappa) * x2);
+    return V(T(0.5)) * (V(T(1)) + th) + V(T(0.5)) * x * (V(T(1)) - th * th) * du;
+  }
+  V saturated(V x, V) const { return (x < V(T(0))) & (derivative(x).abs() < flat); }
+};
+
+template <typename T>
+struct SiLUOp {
+  using V = Vectorized<T>;
+  static constexpr bool kFromOutput = false;
+  V flat;
+  explicit SiLUOp(const ActivationParams& p)
+      : flat(static_cast<T>(1.0 - p.saturation_threshold * p.saturation_threshold)) {}
+  V forward(V x) const { return x / (V(T(1)) + x.neg().exp()); }
+  V derivative(V x) const {
+    const V s = (V(T(1)) + x.neg().exp()).reciprocal();
+    return s * (V(T(1)) + x * (V(T(1)) - s));
+  }
+  V saturated(V x, V) const { return (x < V(T(0))) & (derivative(x).abs() < flat); }
+};
+
+// Calls f(Op<T>{params}) for the kind in `params`.
+template <typename T, typename F>
+void with_op(const ActivationParams& params, F&& f) {
+  switch (params.kind) {
+    case ActivationKind::kTanh: return f(TanhOp<T>(params));
+    case ActivationKind::kSigmoid: return f(SigmoidOp<T>(params));
+    case ActivationKind::kSoftsign: return f(SoftsignOp<T>(params));
+    case ActivationKind::kHardtanh: return f(HardtanhOp<T>(params));
+    case ActivationKind::kReLU: return f(ReLUOp<T>(params));
+    case ActivationKind::kLeakyReLU: return f(LeakyReLUOp<T>(params));
+    case ActivationKind::kELU: return f(ELUOp<T>(params));
+    case ActivationKind::kGELU: return f(GELUOp<T>(params));
+    case ActivationKind::kGELUTanh: return f(GELUTanhOp<T>(params));
+    case ActivationKind::kSiLU: return f(SiLUOp<T>(params));
+  }
+}
+
+// Totals of one thread. Vector partial sums are flushed to doubles every
+// kFlushVectors vectors (bounding float32 accumulation error) and at the end.
+// Non-finite outputs are not counted per element: a NaN/Inf makes Σy or Σy²
+// non-finite, and only then does a second pass count them (see below).
+inline constexpr int64_t kFlushVectors = 256;
+inline constexpr int kTotals = 6;  // saturated, Σf′, Σx, Σx², Σy, Σy²
+
+template <typename T>
+struct ForwardTotals {
+  using V = Vectorized<T>;
+  V sums[kTotals] = {V(T(0)), V(T(0)), V(T(0)), V(T(0)), V(T(0)), V(T(0))};
+  double totals[kTotals] = {0, 0, 0, 0, 0, 0};
+  int64_t pending = 0;
+
+  // One vector whose every lane is data; returns the saturation lane mask.
+  template <typename Op>
+  V add_full(const Op& op, V x, V y) {
+    const V sat = op.saturated(x, y);
+    sums[0] = sums[0] + V::blendv(V(T(0)), V(T(1)), sat);
+    sums[1] = sums[1] + op.derivative(Op::kFromOutput ? y : x);
+    sums[2] = sums[2] + x;
+    sums[3] = sums[3] + x * x;
+    sums[4] = sums[4] + y;
+    sums[5] = sums[5] + y * y;
+    if (++pending == kFlushVectors) flush();
+    return sat;
+  }
+  // A vector whose lanes outside `valid` must not count; returns the
+  // saturation lane mask, with the lanes outside `valid` set (saturated).
+  template <typename Op>
+  V add_masked(const Op& op, V x, V y, V valid) {
+    const V zero(T(0));
+    const V sat = op.saturated(x, y);
+    sums[0] = sums[0] + V::blendv(zero, V(T(1)), sat & valid);
+    x = V::blendv(zero, x, valid);
+    y = V::blendv(zero, y, valid);
+    sums[1] = sums[1] + V::blendv(zero, op.derivative(Op::kFromOutput ? y : x), valid);
+    sums[2] = sums[2] + x;
+    sums[3] = sums[3] + x * x;
+    sums[4] = sums[4] + y;
+    sums[5] = sums[5] + y * y;
+    if (++pending == kFlushVectors) flush();
+    return sat | (valid ^ (zero == zero));
+  }
+  void flush() {
+    for (int k = 0; k < kTotals; ++k) {
+      totals[k] += horizontal_sum(sums[k]);
+      sums[k] = V(T(0));
+    }
+    pending = 0;
+  }
+};
+
+}  // inline namespace CPU_CAPABILITY
+}  // namespace bnlab::kernels::cpu
