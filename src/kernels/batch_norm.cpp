@@ -273,7 +273,7 @@ KernelStub<BatchNormStatsFn> batch_norm_stats_stub;
 KernelStub<BatchNormBackwardFn> batch_norm_backward_stub;
 }  // namespace cpu
 
-namespace {
+namespace detail {
 
 // The kernels' view of `t`: channel-major for contiguous (N, C, inner > 1),
 // channel-minor for (N, C) and channels-last; nullopt otherwise.
@@ -340,7 +340,23 @@ void blend_into(const torch::Tensor& running, const std::vector<double>& value, 
 // Counts NaN/Inf in a dense tensor: the rare path behind a non-finite Σ.
 double count_nonfinite(const torch::Tensor& t) { return t.isfinite().logical_not().sum().item<double>(); }
 
-}  // namespace
+void update_running_stats_cpu(const torch::Tensor& running_mean, const torch::Tensor& running_var,
+                               const std::vector<double>& mean, const std::vector<double>& var, int64_t count,
+                               double momentum) {
+  if (!running_mean.defined() || count <= 0) return;
+  // Bessel's correction M/(M − 1) for the running (unbiased) variance.
+  const double unbias = count > 1 ? static_cast<double>(count) / static_cast<double>(count - 1) : std::nan("");
+  blend_into(running_mean, mean, momentum, 1.0);
+  blend_into(running_var, var, momentum, unbias);
+}
+
+}  // namespace detail
+
+using detail::blend_into;
+using detail::count_nonfinite;
+using detail::from_doubles;
+using detail::kernel_layout;
+using detail::to_doubles;
 
 bool cpu_kernels_apply(const torch::Tensor& input) {
   return input.device().is_cpu() && (input.scalar_type() == torch::kFloat || input.scalar_type() == torch::kDouble) &&
@@ -374,12 +390,7 @@ CpuForward batch_norm_forward_cpu(const torch::Tensor& input_in, const torch::Te
       auto bv = torch::from_blob(var.data(), {C}, torch::kDouble);
       batch_norm_drift_stats(stats, channel_stats, bm, bv, running_mean, running_var, eps, C, count);
     }
-    if (running_mean.defined() && count > 0) {
-      // Bessel's correction M/(M − 1) for the running (unbiased) variance.
-      const double unbias = count > 1 ? static_cast<double>(count) / static_cast<double>(count - 1) : std::nan("");
-      blend_into(running_mean, mean, momentum, 1.0);
-      blend_into(running_var, var, momentum, unbias);
-    }
+    detail::update_running_stats_cpu(running_mean, running_var, mean, var, count, momentum);
     for (int64_t c = 0; c < C; ++c) invstd[static_cast<size_t>(c)] = 1.0 / std::sqrt(var[static_cast<size_t>(c)] + eps);
   } else {
     mean = to_doubles(running_mean);

@@ -6,10 +6,13 @@
 //   μ mean, σ² biased variance, r = 1/√(σ² + ε) ("invstd"), g = ∂L/∂y.
 #pragma once
 
+#include "kernels/cpu/batch_norm_kernel.h"
+
 #include <torch/types.h>
 
 #include <cstdint>
 #include <tuple>
+#include <vector>
 
 namespace bnlab::kernels {
 
@@ -103,6 +106,25 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> batch_norm_backward_cpu(
     const torch::Tensor& grad_output, const torch::Tensor& input, const torch::Tensor& mean,
     const torch::Tensor& invstd, const torch::Tensor& weight, bool training, bool need_input,
     const torch::Tensor& stats);
+
+namespace detail {
+/// The CPU kernels' view of `t`: channel-major for contiguous (N, C, inner > 1),
+/// channel-minor for (N, C) and channels-last; nullopt otherwise.
+c10::optional<cpu::BatchNormLayout> kernel_layout(const torch::Tensor& t);
+/// A per-channel vector as doubles (read in place when it is a dense CPU float/double vector).
+std::vector<double> to_doubles(const torch::Tensor& t);
+/// A new CPU tensor of `dtype` (float32 or float64) holding `v`.
+torch::Tensor from_doubles(const std::vector<double>& v, torch::ScalarType dtype);
+/// running ← (1 − m)·running + m·value·scale, in double, on a CPU float/double vector.
+void blend_into(const torch::Tensor& running, const std::vector<double>& value, double m, double scale);
+/// NaN/Inf elements of `t` (the rare path behind a non-finite sum).
+double count_nonfinite(const torch::Tensor& t);
+/// update_running_stats on CPU vectors from the kernels' double statistics
+/// (nothing when running_mean is undefined or count is 0).
+void update_running_stats_cpu(const torch::Tensor& running_mean, const torch::Tensor& running_var,
+                              const std::vector<double>& mean, const std::vector<double>& var, int64_t count,
+                              double momentum);
+}  // namespace detail
 
 /// Reshapes a per-channel vector (C) to broadcast against an (N, C, *) tensor of `dim` dims.
 torch::Tensor as_channel_view(const torch::Tensor& per_channel, int64_t dim);

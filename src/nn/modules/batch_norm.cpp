@@ -1,8 +1,7 @@
 #include "bnlab/nn/modules/batch_norm.h"
 
 #include "bnlab/autograd/batch_norm.h"
-
-#include <torch/nn/init.h>
+#include "nn/modules/batch_norm_state.h"
 
 #include <fmt/format.h>
 
@@ -20,71 +19,28 @@ BatchNormImplBase<D, Derived>::BatchNormImplBase(const BatchNormOptions& options
 }
 
 template <size_t D, typename Derived>
+detail::BatchNormTensors BatchNormImplBase<D, Derived>::tensors() {
+  return {weight, bias, running_mean, running_var, num_batches_tracked};
+}
+
+template <size_t D, typename Derived>
 void BatchNormImplBase<D, Derived>::reset() {
-  // Every name is registered whatever the options (undefined when switched
-  // off), so state dicts have the same keys as torch::nn::BatchNorm's.
-  const int64_t channels = options.num_features();
-  if (options.affine()) {
-    weight = this->register_parameter("weight", torch::empty({channels}));
-    bias = this->register_parameter("bias", torch::empty({channels}));
-  } else {
-    weight = this->register_parameter("weight", torch::Tensor(), /*requires_grad=*/false);
-    bias = this->register_parameter("bias", torch::Tensor(), /*requires_grad=*/false);
-  }
-  if (options.track_running_stats()) {
-    running_mean = this->register_buffer("running_mean", torch::zeros({channels}));
-    running_var = this->register_buffer("running_var", torch::ones({channels}));
-    num_batches_tracked =
-        this->register_buffer("num_batches_tracked", torch::tensor(0, torch::kLong));
-  } else {
-    running_mean = this->register_buffer("running_mean", torch::Tensor());
-    running_var = this->register_buffer("running_var", torch::Tensor());
-    num_batches_tracked = this->register_buffer("num_batches_tracked", torch::Tensor());
-  }
-  reset_parameters();
+  detail::register_batch_norm_tensors(*this, options, tensors());
 }
 
 template <size_t D, typename Derived>
 void BatchNormImplBase<D, Derived>::reset_running_stats() {
-  if (!options.track_running_stats()) return;
-  torch::NoGradGuard no_grad;
-  running_mean.zero_();
-  running_var.fill_(1);
-  num_batches_tracked.zero_();
+  detail::reset_running_stats(options, tensors());
 }
 
 template <size_t D, typename Derived>
 void BatchNormImplBase<D, Derived>::reset_parameters() {
-  reset_running_stats();
-  if (options.affine()) {
-    torch::nn::init::ones_(weight);
-    torch::nn::init::zeros_(bias);
-  }
+  detail::reset_parameters(options, tensors());
 }
 
 template <size_t D, typename Derived>
 void BatchNormImplBase<D, Derived>::pretty_print(std::ostream& stream) const {
-  const std::string momentum =
-      options.momentum().has_value() ? fmt::format("{}", *options.momentum()) : "None";
-  std::ostringstream eps;
-  eps << options.eps();  // the stream's default format, as torch prints it (1e-05)
-  stream << fmt::format("bnlab::nn::BatchNorm{}d({}, eps={}, momentum={}, affine={}, "
-                        "track_running_stats={})",
-                        D, options.num_features(), eps.str(), momentum, options.affine(),
-                        options.track_running_stats());
-}
-
-template <size_t D, typename Derived>
-bool BatchNormImplBase<D, Derived>::counts_batches() const {
-  return this->is_training() && options.track_running_stats() && num_batches_tracked.defined();
-}
-
-template <size_t D, typename Derived>
-double BatchNormImplBase<D, Derived>::exponential_average_factor() const {
-  if (options.momentum().has_value() || !counts_batches()) return options.momentum().value_or(0.0);
-  // Cumulative moving average over the batches seen, this one included. Reads
-  // the counter back from the device (as PyTorch does) only in this mode.
-  return 1.0 / (num_batches_tracked.item<double>() + 1.0);
+  stream << fmt::format("bnlab::nn::BatchNorm{}d({}, {})", D, options.num_features(), detail::options_string(options));
 }
 
 template <size_t D, typename Derived>
@@ -105,10 +61,11 @@ torch::Tensor BatchNormImplBase<D, Derived>::forward(const torch::Tensor& input)
   auto output = autograd::BatchNormFunction::apply(
       input, optional(weight), optional(bias), optional(pass_running ? running_mean : torch::Tensor()),
       optional(pass_running ? running_var : torch::Tensor()), use_batch_stats,
-      exponential_average_factor(), options.eps(), probe_.get());
+      detail::exponential_average_factor(this->is_training(), options, num_batches_tracked), options.eps(),
+      probe_.get());
   capture(input, output);
   // Counted only once the forward succeeded: a rejected input changes no state.
-  if (counts_batches()) {
+  if (detail::counts_batches(this->is_training(), options, num_batches_tracked)) {
     torch::NoGradGuard no_grad;
     num_batches_tracked.add_(1);
   }
@@ -116,24 +73,16 @@ torch::Tensor BatchNormImplBase<D, Derived>::forward(const torch::Tensor& input)
 }
 
 template <size_t D, typename Derived>
-void BatchNormImplBase<D, Derived>::keep_counter_integral() {
-  if (num_batches_tracked.defined() && num_batches_tracked.scalar_type() != torch::kLong) {
-    torch::NoGradGuard no_grad;
-    num_batches_tracked.set_data(num_batches_tracked.to(torch::kLong));
-  }
-}
-
-template <size_t D, typename Derived>
 void BatchNormImplBase<D, Derived>::to(torch::Dtype dtype, bool non_blocking) {
   torch::nn::Module::to(dtype, non_blocking);
-  keep_counter_integral();
+  detail::keep_counter_integral(num_batches_tracked);
 }
 
 template <size_t D, typename Derived>
 void BatchNormImplBase<D, Derived>::to(torch::Device device, torch::Dtype dtype,
                                        bool non_blocking) {
   torch::nn::Module::to(device, dtype, non_blocking);
-  keep_counter_integral();
+  detail::keep_counter_integral(num_batches_tracked);
 }
 
 template <size_t D, typename Derived>

@@ -14,6 +14,10 @@
 
 namespace bnlab::nn {
 
+namespace detail {
+struct BatchNormTensors;
+}  // namespace detail
+
 /// What every bnlab BatchNorm module exposes, whatever its dimensionality, so
 /// tools (the recorder, convert_sync_batchnorm) can find and inspect them.
 class BatchNormLayer : public Probeable {
@@ -72,15 +76,11 @@ class BatchNormImplBase : public torch::nn::Cloneable<Derived>, public BatchNorm
   torch::Tensor num_batches_tracked;
 
  protected:
-  /// Whether this forward counts as a batch: training with running statistics.
-  bool counts_batches() const;
-  /// The momentum for this forward: the option, or 1/(batches seen including
-  /// this one) — the cumulative average — when it is nullopt.
-  double exponential_average_factor() const;
   /// Throws unless `input` has a dimensionality this module accepts.
   virtual void check_input_dim(const torch::Tensor& input) const = 0;
-  /// Restores num_batches_tracked to int64 after a dtype conversion.
-  void keep_counter_integral();
+
+ private:
+  detail::BatchNormTensors tensors();
 };
 
 /// Batch normalization over (N, C) or (N, C, L) inputs.
