@@ -5,15 +5,19 @@
 
 #include <bnlab/autograd/activation.h>
 #include <bnlab/autograd/batch_norm.h>
+#include <bnlab/autograd/batch_norm_act.h>
 #include <bnlab/io/atomic_file.h>
 #include <bnlab/data/synthetic_classification.h>
 #include <bnlab/models/mlp.h>
 #include <bnlab/nn/functional/batch_norm.h>
+#include <bnlab/nn/functional/batch_norm_act.h>
 #include <bnlab/nn/make_activation.h>
 #include <bnlab/nn/modules/activation.h>
 #include <bnlab/nn/modules/batch_norm.h>
+#include <bnlab/nn/modules/batch_norm_act.h>
 #include <bnlab/nn/options/activation.h>
 #include <bnlab/nn/options/batch_norm.h>
+#include <bnlab/nn/options/batch_norm_act.h>
 #include <bnlab/nn/probe.h>
 #include <bnlab/train/alerts.h>
 #include <bnlab/train/batch_source.h>

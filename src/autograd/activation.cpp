@@ -1,5 +1,6 @@
 #include "bnlab/autograd/activation.h"
 
+#include "autograd/activation_internal.h"
 #include "bnlab/nn/probe.h"
 #include "kernels/activation.h"
 
@@ -33,40 +34,8 @@ double golden_section_max(F f, double lo, double hi) {
 }
 
 // The probe's stats row (checked), or undefined without a probe.
-Tensor stats_row(const nn::LayerProbe* probe, const Tensor& input, const char* op) {
-  if (probe == nullptr || !probe->stats.defined()) return {};
-  const Tensor& stats = probe->stats;
-  TORCH_CHECK(stats.scalar_type() == torch::kDouble && stats.dim() == 1 &&
-                  stats.numel() == slot::kCount,
-              op, ": expected a float64 stats row of ", static_cast<int64_t>(slot::kCount),
-              " slots, got ", stats.scalar_type(), " of shape ", stats.sizes());
-  TORCH_CHECK(stats.device() == input.device(), op, ": expected the stats row on the input's device ",
-              input.device(), ", got ", stats.device());
-  const Tensor& sample = probe->sample;
-  TORCH_CHECK(!sample.defined() || (sample.scalar_type() == torch::kFloat && sample.dim() == 1 &&
-                                    sample.device() == input.device()),
-              op, ": expected the probe's sample to be a float32 vector on ", input.device(), ", got ",
-              sample.scalar_type(), " of shape ", sample.sizes(), " on ", sample.device());
-  return stats;
-}
-
 Tensor sample_of(const nn::LayerProbe* probe) { return probe != nullptr ? probe->sample : Tensor(); }
 
-const char* kind_name(ActivationKind kind) {
-  switch (kind) {
-    case ActivationKind::kTanh: return "bnlab::tanh";
-    case ActivationKind::kSigmoid: return "bnlab::sigmoid";
-    case ActivationKind::kSoftsign: return "bnlab::softsign";
-    case ActivationKind::kHardtanh: return "bnlab::hardtanh";
-    case ActivationKind::kReLU: return "bnlab::relu";
-    case ActivationKind::kLeakyReLU: return "bnlab::leaky_relu";
-    case ActivationKind::kELU: return "bnlab::elu";
-    case ActivationKind::kGELU:
-    case ActivationKind::kGELUTanh: return "bnlab::gelu";
-    case ActivationKind::kSiLU: return "bnlab::silu";
-  }
-  return "bnlab::activation";
-}
 
 }  // namespace
 
@@ -104,35 +73,51 @@ double max_local_derivative(const ActivationParams& p) {
   }
 }
 
-Tensor ElementwiseActivationFunction::forward(torch::autograd::AutogradContext* ctx,
-                                              const Tensor& input, const ActivationParams& params,
-                                              const nn::LayerProbe* probe, bool inplace) {
-  const char* op = kind_name(params.kind);
-  TORCH_CHECK(input.defined(), op, ": expected an input tensor, got an undefined tensor");
-  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op,
-              ": expected a floating-point input, got ", input.scalar_type());
-  TORCH_CHECK(!inplace || kernels::derivative_available_from_output(params), op,
-              ": in-place is only supported where the derivative can be read from the output "
-              "(tanh, sigmoid, relu, hardtanh, elu, leaky_relu with negative_slope >= 0)");
-  const Tensor stats = stats_row(probe, input, op);
-  Tensor output = inplace ? input : at::empty_like(input);
-  kernels::activation_forward(input, output, params, stats, sample_of(probe));
-  const bool saved_is_output = inplace || derivative_from_output(params.kind);
-  if (inplace) ctx->mark_dirty({input});
-  ctx->save_for_backward({saved_is_output ? output : input});
-  ctx->saved_data["saved_is_output"] = saved_is_output;
-  ctx->saved_data["stats"] = stats;
+namespace detail {
+
+Tensor activation_stats_row(const nn::LayerProbe* probe, const Tensor& input, const char* op) {
+  if (probe == nullptr || !probe->stats.defined()) return {};
+  const Tensor& stats = probe->stats;
+  TORCH_CHECK(stats.scalar_type() == torch::kDouble && stats.dim() == 1 &&
+                  stats.numel() == slot::kCount,
+              op, ": expected a float64 stats row of ", static_cast<int64_t>(slot::kCount),
+              " slots, got ", stats.scalar_type(), " of shape ", stats.sizes());
+  TORCH_CHECK(stats.device() == input.device(), op, ": expected the stats row on the input's device ",
+              input.device(), ", got ", stats.device());
+  const Tensor& sample = probe->sample;
+  TORCH_CHECK(!sample.defined() || (sample.scalar_type() == torch::kFloat && sample.dim() == 1 &&
+                                    sample.device() == input.device()),
+              op, ": expected the probe's sample to be a float32 vector on ", input.device(), ", got ",
+              sample.scalar_type(), " of shape ", sample.sizes(), " on ", sample.device());
+  return stats;
+}
+
+const char* activation_op_name(ActivationKind kind) {
+  switch (kind) {
+    case ActivationKind::kTanh: return "bnlab::tanh";
+    case ActivationKind::kSigmoid: return "bnlab::sigmoid";
+    case ActivationKind::kSoftsign: return "bnlab::softsign";
+    case ActivationKind::kHardtanh: return "bnlab::hardtanh";
+    case ActivationKind::kReLU: return "bnlab::relu";
+    case ActivationKind::kLeakyReLU: return "bnlab::leaky_relu";
+    case ActivationKind::kELU: return "bnlab::elu";
+    case ActivationKind::kGELU:
+    case ActivationKind::kGELUTanh: return "bnlab::gelu";
+    case ActivationKind::kSiLU: return "bnlab::silu";
+  }
+  return "bnlab::activation";
+}
+
+void save_activation_params(torch::autograd::AutogradContext* ctx, const ActivationParams& params) {
   ctx->saved_data["kind"] = static_cast<int64_t>(params.kind);
   ctx->saved_data["min_val"] = params.min_val;
   ctx->saved_data["max_val"] = params.max_val;
   ctx->saved_data["negative_slope"] = params.negative_slope;
   ctx->saved_data["alpha"] = params.alpha;
   ctx->saved_data["threshold"] = params.saturation_threshold;
-  return output;
 }
 
-torch::autograd::variable_list ElementwiseActivationFunction::backward(
-    torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grad_outputs) {
+ActivationParams load_activation_params(torch::autograd::AutogradContext* ctx) {
   ActivationParams params;
   params.kind = static_cast<ActivationKind>(ctx->saved_data["kind"].toInt());
   params.min_val = ctx->saved_data["min_val"].toDouble();
@@ -140,6 +125,36 @@ torch::autograd::variable_list ElementwiseActivationFunction::backward(
   params.negative_slope = ctx->saved_data["negative_slope"].toDouble();
   params.alpha = ctx->saved_data["alpha"].toDouble();
   params.saturation_threshold = ctx->saved_data["threshold"].toDouble();
+  return params;
+}
+
+}  // namespace detail
+
+Tensor ElementwiseActivationFunction::forward(torch::autograd::AutogradContext* ctx,
+                                              const Tensor& input, const ActivationParams& params,
+                                              const nn::LayerProbe* probe, bool inplace) {
+  const char* op = detail::activation_op_name(params.kind);
+  TORCH_CHECK(input.defined(), op, ": expected an input tensor, got an undefined tensor");
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op,
+              ": expected a floating-point input, got ", input.scalar_type());
+  TORCH_CHECK(!inplace || kernels::derivative_available_from_output(params), op,
+              ": in-place is only supported where the derivative can be read from the output "
+              "(tanh, sigmoid, relu, hardtanh, elu, leaky_relu with negative_slope >= 0)");
+  const Tensor stats = detail::activation_stats_row(probe, input, op);
+  Tensor output = inplace ? input : at::empty_like(input);
+  kernels::activation_forward(input, output, params, stats, sample_of(probe));
+  const bool saved_is_output = inplace || derivative_from_output(params.kind);
+  if (inplace) ctx->mark_dirty({input});
+  ctx->save_for_backward({saved_is_output ? output : input});
+  ctx->saved_data["saved_is_output"] = saved_is_output;
+  ctx->saved_data["stats"] = stats;
+  detail::save_activation_params(ctx, params);
+  return output;
+}
+
+torch::autograd::variable_list ElementwiseActivationFunction::backward(
+    torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grad_outputs) {
+  const ActivationParams params = detail::load_activation_params(ctx);
   const bool saved_is_output = ctx->saved_data["saved_is_output"].toBool();
   const auto& stats_value = ctx->saved_data["stats"];
   const Tensor stats = stats_value.isTensor() ? stats_value.toTensor() : Tensor();
@@ -201,7 +216,7 @@ Tensor MaxoutFunction::forward(torch::autograd::AutogradContext* ctx, const Tens
               pieces, ", got ", input.size(1), " channels in input of shape ", input.sizes());
   TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": expected a floating-point input, got ",
               input.scalar_type());
-  const Tensor stats = stats_row(probe, input, op);
+  const Tensor stats = detail::activation_stats_row(probe, input, op);
   auto grouped = input.reshape(grouped_shape(input, pieces));
   auto [values, indices] = grouped.max(/*dim=*/2);
   Tensor output = values.reshape(output_shape(input, pieces));

@@ -1,5 +1,6 @@
 #include "bnlab/autograd/batch_norm.h"
 
+#include "autograd/batch_norm_internal.h"
 #include "kernels/batch_norm.h"
 #include "kernels/reduce.h"
 
@@ -18,16 +19,20 @@ constexpr int64_t kTraining = 1;
 constexpr int64_t kHasWeight = 2;
 constexpr int64_t kHasBias = 4;
 
+}  // namespace
+
+namespace detail {
+
 // Checks one per-channel argument (weight, bias, running_mean, running_var).
-void check_per_channel(const c10::optional<Tensor>& t, const char* name, const Tensor& input) {
+void check_per_channel(const char* op, const c10::optional<Tensor>& t, const char* name, const Tensor& input) {
   if (!t.has_value() || !t->defined()) return;
   const int64_t channels = input.size(1);
-  TORCH_CHECK(t->dim() == 1 && t->size(0) == channels, kOp, ": expected ", name,
+  TORCH_CHECK(t->dim() == 1 && t->size(0) == channels, op, ": expected ", name,
               " of shape [", channels, "] (one value per channel of the input ", input.sizes(),
               "), got ", name, " of shape ", t->sizes());
-  TORCH_CHECK(t->scalar_type() == input.scalar_type(), kOp, ": expected ", name,
+  TORCH_CHECK(t->scalar_type() == input.scalar_type(), op, ": expected ", name,
               " of the input's dtype ", input.scalar_type(), ", got ", t->scalar_type());
-  TORCH_CHECK(t->device() == input.device(), kOp, ": expected ", name,
+  TORCH_CHECK(t->device() == input.device(), op, ": expected ", name,
               " on the input's device ", input.device(), ", got ", t->device());
 }
 
@@ -68,7 +73,36 @@ std::tuple<Tensor, Tensor, Tensor> differentiable_train_backward(const Tensor& g
   return {grad_input.to(dtype), sum_dy_xhat.flatten().to(dtype), sum_dy.flatten().to(dtype)};
 }
 
-}  // namespace
+void check_batch_norm_arguments(const char* op, const Tensor& input, const c10::optional<Tensor>& weight,
+                                const c10::optional<Tensor>& bias, const c10::optional<Tensor>& running_mean,
+                                const c10::optional<Tensor>& running_var, bool training) {
+  TORCH_CHECK(input.defined(), op, ": expected an input tensor, got an undefined tensor");
+  TORCH_CHECK(input.dim() >= 2, op, ": expected an input of shape (N, C, *) with at least 2 dims, got ",
+              input.dim(), "D input of shape ", input.sizes());
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op,
+              ": expected a floating-point input, got ", input.scalar_type());
+  check_per_channel(op, weight, "weight", input);
+  check_per_channel(op, bias, "bias", input);
+  check_per_channel(op, running_mean, "running_mean", input);
+  check_per_channel(op, running_var, "running_var", input);
+  TORCH_CHECK(is_defined(running_mean) == is_defined(running_var), op,
+              ": expected running_mean and running_var to be both defined or both undefined, got ",
+              is_defined(running_mean) ? "only running_mean" : "only running_var");
+  TORCH_CHECK(training || is_defined(running_mean), op,
+              ": eval mode (training=false) normalizes with running_mean and running_var, "
+              "but they are undefined; pass them or use training=true");
+  if (training) {
+    // Same condition and message as PyTorch's F.batch_norm (_verify_batch_size).
+    TORCH_CHECK(kernels::values_per_channel(input) != 1, op,
+                ": Expected more than 1 value per channel when training, got input size ", input.sizes());
+  }
+}
+
+}  // namespace detail
+
+using detail::differentiable_train_backward;
+using detail::is_defined;
+using detail::value_or_undefined;
 
 Tensor BatchNormFunction::forward(torch::autograd::AutogradContext* ctx, const Tensor& input,
                                   const c10::optional<Tensor>& weight,
@@ -76,28 +110,8 @@ Tensor BatchNormFunction::forward(torch::autograd::AutogradContext* ctx, const T
                                   const c10::optional<Tensor>& running_mean,
                                   const c10::optional<Tensor>& running_var, bool training,
                                   double momentum, double eps, const nn::LayerProbe* probe) {
-  TORCH_CHECK(input.defined(), kOp, ": expected an input tensor, got an undefined tensor");
-  TORCH_CHECK(input.dim() >= 2, kOp, ": expected an input of shape (N, C, *) with at least 2 dims, got ",
-              input.dim(), "D input of shape ", input.sizes());
-  TORCH_CHECK(at::isFloatingType(input.scalar_type()), kOp,
-              ": expected a floating-point input, got ", input.scalar_type());
-  check_per_channel(weight, "weight", input);
-  check_per_channel(bias, "bias", input);
-  check_per_channel(running_mean, "running_mean", input);
-  check_per_channel(running_var, "running_var", input);
-  TORCH_CHECK(is_defined(running_mean) == is_defined(running_var), kOp,
-              ": expected running_mean and running_var to be both defined or both undefined, got ",
-              is_defined(running_mean) ? "only running_mean" : "only running_var");
-  TORCH_CHECK(training || is_defined(running_mean), kOp,
-              ": eval mode (training=false) normalizes with running_mean and running_var, "
-              "but they are undefined; pass them or use training=true");
+  detail::check_batch_norm_arguments(kOp, input, weight, bias, running_mean, running_var, training);
   const int64_t count = kernels::values_per_channel(input);
-  if (training) {
-    // Same condition and message as PyTorch's F.batch_norm (_verify_batch_size).
-    TORCH_CHECK(count != 1, kOp,
-                ": Expected more than 1 value per channel when training, got input size ",
-                input.sizes());
-  }
 
   const Tensor w = value_or_undefined(weight);
   const Tensor b = value_or_undefined(bias);

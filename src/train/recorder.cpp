@@ -255,7 +255,7 @@ std::unique_ptr<StatsBuffer> Recorder::Impl::new_buffer() const {
   b->buffer = torch::full({buffer_size}, kNotMeasured, torch::TensorOptions().dtype(torch::kDouble).device(device));
   b->samples = torch::zeros({sample_size}, torch::TensorOptions().dtype(torch::kFloat).device(device));
   for (const auto& l : layers) {
-    const int64_t count = l.info.kind == LayerKind::kActivation ? act::kCount : bns::kCount;
+    const int64_t count = l.info.kind == LayerKind::kActivation ? int64_t{act::kCount} : int64_t{bns::kCount};
     b->stats_views.push_back(l.stats_offset >= 0 ? b->buffer.narrow(0, l.stats_offset, count) : torch::Tensor());
     b->sample_views.push_back(l.sample_offset >= 0 ? b->samples.narrow(0, l.sample_offset, nn::kProbeSampleSize)
                                                    : torch::Tensor());
@@ -629,9 +629,10 @@ void Recorder::begin_step(int64_t step) {
     const auto& stats = b.stats_views[i];
     if (!stats.defined()) continue;
     const bool activation = d.layers[i].info.kind == LayerKind::kActivation;
-    const int64_t grad_slots[3] = {activation ? act::kGradOutputSumSq : bns::kGradOutputSumSq,
-                                   activation ? act::kGradInputSumSq : bns::kGradInputSumSq,
-                                   activation ? act::kNonFiniteGradInput : bns::kNonFiniteGradInput};
+    const int64_t grad_slots[3] = {
+        activation ? int64_t{act::kGradOutputSumSq} : int64_t{bns::kGradOutputSumSq},
+        activation ? int64_t{act::kGradInputSumSq} : int64_t{bns::kGradInputSumSq},
+        activation ? int64_t{act::kNonFiniteGradInput} : int64_t{bns::kNonFiniteGradInput}};
     if (stats.device().is_cpu()) {
       double* row = stats.data_ptr<double>();
       for (int64_t k : grad_slots) row[k] = kNotMeasured;

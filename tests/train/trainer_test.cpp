@@ -181,7 +181,9 @@ TEST(Trainer, LearnsAndEvaluates) {
   EXPECT_TRUE(std::isnan(steps[8].val_loss));
   // Evaluation forwards do not overwrite the step's activation statistics.
   for (const auto& l : steps[9].layers) {
-    if (l.kind == bt::LayerKind::kBatchNorm) EXPECT_TRUE(std::isfinite(l.bn_batch_var)) << "train-mode statistics";
+    if (l.kind == bt::LayerKind::kBatchNorm) {
+      EXPECT_TRUE(std::isfinite(l.bn_batch_var)) << "train-mode statistics";
+    }
   }
 }
 

@@ -32,6 +32,8 @@ class ActivationLayer : public Probeable {
   virtual bool can_saturate() const = 0;
   /// The output's range when it is bounded (tanh: [−1, 1]), for fixed-range histograms.
   virtual c10::optional<std::pair<double, double>> output_bounds() const { return c10::nullopt; }
+  /// The Function parameters of an elementwise activation; nullopt for Maxout.
+  virtual c10::optional<autograd::ActivationParams> elementwise_params() const { return c10::nullopt; }
 };
 
 /// Shared implementation of the elementwise activations: the module is thin,
@@ -51,6 +53,7 @@ class ElementwiseActivationImpl : public torch::nn::Cloneable<Derived>, public A
   double max_local_derivative() const override;
   bool can_saturate() const override;
   c10::optional<std::pair<double, double>> output_bounds() const override;
+  c10::optional<autograd::ActivationParams> elementwise_params() const override { return params(); }
 
   /// The Function's view of the options.
   virtual autograd::ActivationParams params() const = 0;
