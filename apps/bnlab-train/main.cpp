@@ -6,6 +6,7 @@
 #include <bnlab/experiment/study.h>
 #include <bnlab/train/trainer.h>
 
+#include "common/blas_environment.h"
 #include "common/log_to_stderr.h"
 
 #include <CLI/CLI.hpp>
@@ -76,6 +77,7 @@ void print_probe(const ex::ProbeResult& r, const ex::ProbeConfig& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bnlab::apps::fix_blas_environment(argv, /*single_thread=*/false);
   bnlab::apps::log_to_stderr();
   const std::string sub = subcommand_of(argc, argv);
   const std::string config_file = config_path(argc, argv);
