@@ -1,11 +1,13 @@
 // bnlab-train: training runs, the activation × BatchNorm study and the probe.
 // Thin: parses flags and the config file, then calls bnlab::experiment.
+#include <bnlab/distributed/process_group.h>
 #include <bnlab/experiment/config.h>
 #include <bnlab/experiment/probe.h>
 #include <bnlab/experiment/run.h>
 #include <bnlab/experiment/study.h>
 #include <bnlab/train/trainer.h>
 
+#include "bnlab-train/local_launcher.h"
 #include "common/blas_environment.h"
 #include "common/log_to_stderr.h"
 
@@ -14,7 +16,9 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -107,6 +111,11 @@ int main(int argc, char** argv) {
   std::string unused_config;
   app.add_option("--config", unused_config, "JSON file of option values (flags override it)");
   add_options(app, run, [](auto& c, auto&& f) { ex::visit_fields(c, f); });
+  int nproc = 0;
+  app.add_option("--nproc", nproc,
+                 "data-parallel: start N local ranks on loopback (torchrun-style), BatchNorm synchronized across them; "
+                 "or launch under torchrun --no-python")
+      ->check(CLI::NonNegativeNumber);
 
   auto* study_cmd = app.add_subcommand("study",
       "train the grid activation x {without, with} BatchNorm on the built-in data, from a deliberately poor initial "
@@ -137,6 +146,43 @@ int main(int argc, char** argv) {
     return kUsageError;
   }
 
+  // Launched data-parallel: which rank this is (only rank 0 prints results).
+  std::optional<bnlab::distributed::LaunchEnvironment> launch;
+  try {
+    launch = bnlab::distributed::LaunchEnvironment::from_environment();
+  } catch (const std::invalid_argument& e) {
+    fmt::print(stderr, "bnlab-train: {}\n", e.what());
+    return kUsageError;
+  }
+  if (nproc > 1) {
+    if (*study_cmd || *probe_cmd) {
+      fmt::print(stderr, "bnlab-train: --nproc trains one run data-parallel; expected no subcommand, got {}\n",
+                 *study_cmd ? "study" : "probe");
+      return kUsageError;
+    }
+    if (launch) {
+      fmt::print(stderr, "bnlab-train: --nproc starts the ranks itself; expected it outside torchrun (WORLD_SIZE "
+                         "is already set to {})\n", launch->world_size);
+      return kUsageError;
+    }
+    try {
+      ex::validate(run);
+      return bnlab::apps::launch_local_ranks(nproc, bnlab::apps::strip_launcher_flags(argc, argv), run.dist_timeout,
+                                             /*grace_s=*/std::min(run.dist_timeout, 10.0));
+    } catch (const ex::ConfigError& e) {
+      fmt::print(stderr, "bnlab-train: {}\n", e.what());
+      return kUsageError;
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "bnlab-train: {}\n", e.what());
+      return 1;
+    }
+  }
+  const bool lead = !launch || launch->rank == 0;
+  if (launch && launch->world_size > 1) {
+    spdlog::set_pattern(fmt::format("[%Y-%m-%d %H:%M:%S.%e] [rank {}] [%^%l%$] %v", launch->rank));
+    if (!lead) spdlog::set_level(spdlog::level::warn);
+  }
+
   bnlab::train::install_interrupt_handler();
   try {
     if (*probe_cmd) {
@@ -156,8 +202,10 @@ int main(int argc, char** argv) {
     }
     ex::validate(run);
     const auto summary = ex::run_training(run);
-    fmt::print("\n{}", ex::format_study_table({summary}));
-    fmt::print("metrics: {}/  (metrics.csv, metrics.jsonl, tb/, summary.json)\n", run.out);
+    if (lead) {
+      fmt::print("\n{}", ex::format_study_table({summary}));
+      fmt::print("metrics: {}/  (metrics.csv, metrics.jsonl, tb/, summary.json)\n", run.out);
+    }
     return summary.interrupted ? 130 : 0;
   } catch (const ex::ConfigError& e) {
     fmt::print(stderr, "bnlab-train: {}\n", e.what());

@@ -149,6 +149,7 @@ void validate(const RunConfig& c) {
   check_non_negative(c.log_every, "log_every");
   check_non_negative(c.checkpoint_every, "checkpoint_every");
   check_positive(c.target_loss, "target_loss");
+  check_positive(c.dist_timeout, "dist_timeout");
 }
 
 void validate(const StudyConfig& c) {

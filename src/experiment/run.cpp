@@ -1,6 +1,8 @@
 #include "bnlab/experiment/run.h"
 
 #include "bnlab/data/dataset.h"
+#include "bnlab/distributed/data_parallel.h"
+#include "bnlab/nn/modules/sync_batch_norm.h"
 #include "bnlab/io/atomic_file.h"
 #include "bnlab/models/mlp.h"
 #include "bnlab/train/recorder.h"
@@ -10,6 +12,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -174,6 +177,16 @@ nlohmann::json to_json(const RunSummary& s) {
 RunSummary run_training(const RunConfig& config, const std::string& name) {
   validate(config);
   if (config.threads > 0) torch::set_num_threads(static_cast<int>(config.threads));
+  // Launched data-parallel (torchrun, or bnlab-train --nproc): join the group
+  // first, so a rank that cannot fails before any work.
+  distributed::ProcessGroupPtr group;
+  if (const auto launch = distributed::LaunchEnvironment::from_environment(); launch && launch->world_size > 1) {
+    distributed::GlooOptions gloo;
+    gloo.timeout = std::chrono::milliseconds(static_cast<int64_t>(config.dist_timeout * 1000.0));
+    group = distributed::init_gloo_process_group(*launch, gloo);
+    spdlog::info("data-parallel: rank {} of {} joined", launch->rank, launch->world_size);
+  }
+  const bool lead = !group || group->getRank() == 0;  // writes files, records metrics
   torch::manual_seed(config.seed);
   const auto dataset = load_dataset(config);
   const int64_t in_features = dataset.vocab_size > 0 ? dataset.context : dataset.num_features;
@@ -192,13 +205,22 @@ RunSummary run_training(const RunConfig& config, const std::string& name) {
                                     .gain(config.gain)
                                     .vocab_size(dataset.vocab_size)
                                     .embedding_dim(config.embedding_dim));
+  std::shared_ptr<distributed::DataParallel> data_parallel;
+  if (group) {
+    // BatchNorm over the global batch, and every rank starting from rank 0's weights.
+    nn::convert_sync_batchnorm(model.ptr(), group);
+    data_parallel = std::make_shared<distributed::DataParallel>(model.ptr(), group);
+    data_parallel->broadcast_state();
+  }
   auto optimizer = make_optimizer(config, model->parameters());
   auto data = std::make_shared<train::TensorBatchSource>(dataset.train.inputs, dataset.train.targets,
                                                          std::min(config.batch_size, dataset.train.inputs.size(0)),
                                                          config.seed);
   const fs::path out(config.out);
-  io::make_directories(config.out);
-  io::write_file_atomically((out / "config.json").string(), to_json(config).dump(2) + "\n");
+  if (lead) {
+    io::make_directories(config.out);
+    io::write_file_atomically((out / "config.json").string(), to_json(config).dump(2) + "\n");
+  }
 
   train::TrainerOptions options;
   options.steps(config.steps)
@@ -222,9 +244,10 @@ RunSummary run_training(const RunConfig& config, const std::string& name) {
       },
       data, options);
   trainer.set_validation(dataset.val.inputs, dataset.val.targets);
+  if (data_parallel) trainer.set_data_parallel(data_parallel);
 
   const std::string checkpoint = (out / "checkpoint.pt").string();
-  io::remove_stale_temp_files(checkpoint);  // left by a run killed while saving
+  if (lead) io::remove_stale_temp_files(checkpoint);  // left by a run killed while saving
   int64_t resumed_at = -1;
   if (config.resume) {
     if (!fs::exists(checkpoint)) {
@@ -238,6 +261,17 @@ RunSummary run_training(const RunConfig& config, const std::string& name) {
   SummaryBuilder builder(config.target_loss, trainer.total_steps());
   if (resumed_at >= 0 && has(config.sinks, "jsonl")) {
     replay_jsonl((out / "metrics.jsonl").string(), resumed_at, builder);
+  }
+  if (!lead) {
+    // Other ranks train and synchronize; rank 0 records and writes.
+    const auto result = trainer.fit();
+    RunSummary summary;
+    summary.name = name.empty() ? run_name(config) : name;
+    summary.steps = static_cast<int64_t>(result.train_loss.size());
+    summary.seconds = result.seconds;
+    summary.diverged = result.diverged;
+    summary.interrupted = result.interrupted;
+    return summary;
   }
   auto recorder = std::make_shared<train::Recorder>(model, train::RecorderOptions().histogram_every(config.histogram_every));
   train::FileSinkOptions sink_options;

@@ -1,5 +1,6 @@
 #include "bnlab/train/trainer.h"
 
+#include "bnlab/distributed/data_parallel.h"
 #include "bnlab/io/atomic_file.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -113,6 +114,10 @@ void Trainer::set_recorder(std::shared_ptr<Recorder> recorder) { recorder_ = std
 
 void Trainer::request_stop() { stop_ = true; }
 
+void Trainer::set_data_parallel(std::shared_ptr<distributed::DataParallel> data_parallel) {
+  data_parallel_ = std::move(data_parallel);
+}
+
 void Trainer::set_step_callback(std::function<void(int64_t, double)> callback) {
   step_callback_ = std::move(callback);
 }
@@ -195,11 +200,12 @@ TrainResult Trainer::fit() {
   result.first_step = step_;
   const int64_t total = total_steps();
   const auto start = std::chrono::steady_clock::now();
-  Progress progress(step_, total, options_.log_every());
+  const bool lead = !data_parallel_ || data_parallel_->rank() == 0;  // evaluates, reports, checkpoints
+  Progress progress(step_, total, lead ? options_.log_every() : 0);
   auto module = model_.module;
   module->train();
   auto save = [&] {
-    if (options_.checkpoint_path().empty()) return;
+    if (options_.checkpoint_path().empty() || !lead) return;
     // Metrics first: a checkpoint at step k promises that the metrics files
     // hold every step before k, so a run killed right after saving resumes
     // without a gap in them.
@@ -210,17 +216,40 @@ TrainResult Trainer::fit() {
     const double lr = learning_rate(options_.lr(), step_);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
     if (recorder_) recorder_->begin_step(step_);
-    const Batch batch = data_->next();
+    Batch batch = data_->next();
+    const int64_t global_size = batch.inputs.size(0);
+    double loss_scale = 1.0;
+    if (data_parallel_) {
+      // This rank's rows; its mean loss weighted by (its rows / all rows) ·
+      // world size, so that averaging the ranks' gradients gives the gradient
+      // of the whole batch's mean loss.
+      const auto [begin, end] = data_parallel_->shard(global_size);
+      batch.inputs = batch.inputs.narrow(0, begin, end - begin);
+      batch.targets = batch.targets.narrow(0, begin, end - begin);
+      loss_scale = static_cast<double>((end - begin) * data_parallel_->world_size()) / static_cast<double>(global_size);
+    }
+    const int64_t local_size = batch.inputs.size(0);
     auto output = model_.forward(batch.inputs);
-    auto loss = loss_(output, batch.targets);
+    // A rank with no rows still runs backward (SyncBatchNorm's backward is a
+    // collective) with an all-zero gradient.
+    auto loss = local_size > 0 ? loss_(output, batch.targets) : output.sum() * 0.0;
     optimizer_->zero_grad();
-    loss.backward();
+    (loss_scale == 1.0 ? loss : loss * loss_scale).backward();
+    if (data_parallel_) data_parallel_->average_gradients();
     optimizer_->step();
-    const double loss_value = loss.item<double>();
+    double loss_value = loss.item<double>();
+    bool stop_requested = stop_ || interrupt_requested();
+    if (data_parallel_) {
+      const auto sums = data_parallel_->sum(
+          {loss_value * static_cast<double>(local_size), stop_requested ? 1.0 : 0.0}, "Trainer loss and stop flag");
+      loss_value = sums[0] / static_cast<double>(global_size);
+      stop_requested = sums[1] > 0;
+      loss = torch::tensor(loss_value, torch::kDouble);
+    }
     result.train_loss.push_back(loss_value);
     result.last_step = step_;
     const bool last = step_ + 1 == total;
-    if (options_.eval_every() > 0 && ((step_ + 1) % options_.eval_every() == 0 || last)) {
+    if (lead && options_.eval_every() > 0 && ((step_ + 1) % options_.eval_every() == 0 || last)) {
       std::pair<double, double> val;
       if (recorder_) {
         auto paused = recorder_->pause_probes();  // eval forwards must not overwrite the step's rows
@@ -232,11 +261,11 @@ TrainResult Trainer::fit() {
       result.val_accuracy.emplace_back(step_, val.second);
       if (recorder_) recorder_->set_eval(val.first, val.second);
     }
-    if (recorder_) recorder_->end_step(loss, lr, batch.inputs.size(0));
+    if (recorder_) recorder_->end_step(loss, lr, global_size);
     progress.update(step_, loss_value);
     if (step_callback_) step_callback_(step_, loss_value);
     const bool diverged = options_.stop_on_nonfinite() && !std::isfinite(loss_value);
-    const bool stopping = stop_ || interrupt_requested() || diverged;
+    const bool stopping = stop_requested || diverged;
     if (stopping || (options_.checkpoint_every() > 0 && (step_ + 1) % options_.checkpoint_every() == 0)) {
       ++step_;  // the checkpoint resumes at the next step
       save();
@@ -245,7 +274,7 @@ TrainResult Trainer::fit() {
     if (stopping) {
       result.interrupted = !diverged;
       result.diverged = diverged;
-      if (diverged) spdlog::error("bnlab: loss is {} at step {}; stopping", loss_value, step_);
+      if (diverged && lead) spdlog::error("bnlab: loss is {} at step {}; stopping", loss_value, step_);
       ++step_;
       break;
     }

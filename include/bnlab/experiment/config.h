@@ -68,6 +68,9 @@ struct RunConfig {
   int64_t checkpoint_every = 0;       ///< 0: only when stopped
   bool resume = false;                ///< continue from <out>/checkpoint.pt
   double target_loss = 1.0;           ///< for "steps to target" (smoothed training loss)
+  /// Data-parallel runs: seconds a rank waits for the others (to join, and in
+  /// each collective) before failing with an error.
+  double dist_timeout = 60.0;
 };
 
 /// The activation × BatchNorm grid of `bnlab-train study`.
@@ -134,6 +137,8 @@ void visit_fields(Config& c, F&& f) {
   f("checkpoint_every", c.checkpoint_every, "checkpoint every N steps (always on Ctrl-C; 0: only then)");
   f("resume", c.resume, "continue from <out>/checkpoint.pt");
   f("target_loss", c.target_loss, "the loss 'steps to target' measures");
+  f("dist_timeout", c.dist_timeout, "data-parallel: seconds a rank waits for the others (to join, in each step) "
+                                    "before exiting with an error");
 }
 
 /// Same for a ProbeConfig.

@@ -19,6 +19,10 @@
 #include <utility>
 #include <vector>
 
+namespace bnlab::distributed {
+class DataParallel;
+}  // namespace bnlab::distributed
+
 namespace bnlab::train {
 
 struct TrainerOptions {
@@ -92,6 +96,16 @@ class Trainer {
   /// Writes the current state (atomically).
   void save_checkpoint(const std::string& path) const;
 
+  /// Trains data-parallel over `data_parallel`'s ranks: every rank runs this
+  /// Trainer on the same data source and takes its shard of each batch
+  /// (DataParallel::shard), its loss weighted so that the averaged gradients
+  /// are those of the whole batch's mean loss; gradients are averaged after
+  /// each backward; the reported loss is the whole batch's; a stop (Ctrl-C on
+  /// any rank, a non-finite loss) is agreed on by all ranks. Only rank 0
+  /// evaluates, shows progress and writes checkpoints. Call broadcast_state()
+  /// (or load the same checkpoint on every rank) before fit().
+  void set_data_parallel(std::shared_ptr<distributed::DataParallel> data_parallel);
+
   /// Called after every step with the step and its loss (e.g. to stop early
   /// with request_stop()).
   void set_step_callback(std::function<void(int64_t step, double loss)> callback);
@@ -114,6 +128,7 @@ class Trainer {
   std::shared_ptr<BatchSource> data_;
   TrainerOptions options_;
   std::shared_ptr<Recorder> recorder_;
+  std::shared_ptr<distributed::DataParallel> data_parallel_;
   std::function<void(int64_t, double)> step_callback_;
   torch::Tensor val_inputs_;
   torch::Tensor val_targets_;
