@@ -212,72 +212,89 @@ TrainResult Trainer::fit() {
     if (recorder_) recorder_->flush();
     save_checkpoint(options_.checkpoint_path());
   };
-  for (; step_ < total; ++step_) {
-    const double lr = learning_rate(options_.lr(), step_);
-    for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
-    if (recorder_) recorder_->begin_step(step_);
-    Batch batch = data_->next();
-    const int64_t global_size = batch.inputs.size(0);
-    double loss_scale = 1.0;
-    if (data_parallel_) {
-      // This rank's rows; its mean loss weighted by (its rows / all rows) ·
-      // world size, so that averaging the ranks' gradients gives the gradient
-      // of the whole batch's mean loss.
-      const auto [begin, end] = data_parallel_->shard(global_size);
-      batch.inputs = batch.inputs.narrow(0, begin, end - begin);
-      batch.targets = batch.targets.narrow(0, begin, end - begin);
-      loss_scale = static_cast<double>((end - begin) * data_parallel_->world_size()) / static_cast<double>(global_size);
-    }
-    const int64_t local_size = batch.inputs.size(0);
-    auto output = model_.forward(batch.inputs);
-    // A rank with no rows still runs backward (SyncBatchNorm's backward is a
-    // collective) with an all-zero gradient.
-    auto loss = local_size > 0 ? loss_(output, batch.targets) : output.sum() * 0.0;
-    optimizer_->zero_grad();
-    (loss_scale == 1.0 ? loss : loss * loss_scale).backward();
-    if (data_parallel_) data_parallel_->average_gradients();
-    optimizer_->step();
-    double loss_value = loss.item<double>();
-    bool stop_requested = stop_ || interrupt_requested();
-    if (data_parallel_) {
-      const auto sums = data_parallel_->sum(
-          {loss_value * static_cast<double>(local_size), stop_requested ? 1.0 : 0.0}, "Trainer loss and stop flag");
-      loss_value = sums[0] / static_cast<double>(global_size);
-      stop_requested = sums[1] > 0;
-      loss = torch::tensor(loss_value, torch::kDouble);
-    }
-    result.train_loss.push_back(loss_value);
-    result.last_step = step_;
-    const bool last = step_ + 1 == total;
-    if (lead && options_.eval_every() > 0 && ((step_ + 1) % options_.eval_every() == 0 || last)) {
-      std::pair<double, double> val;
-      if (recorder_) {
-        auto paused = recorder_->pause_probes();  // eval forwards must not overwrite the step's rows
-        val = evaluate();
-      } else {
-        val = evaluate();
+  // A step that fails (e.g. a data-parallel peer died) still leaves the
+  // metrics of every completed step on disk; the last checkpoint stays valid.
+  try {
+    for (; step_ < total; ++step_) {
+      const double lr = learning_rate(options_.lr(), step_);
+      for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
+      if (recorder_) recorder_->begin_step(step_);
+      Batch batch = data_->next();
+      const int64_t global_size = batch.inputs.size(0);
+      double loss_scale = 1.0;
+      if (data_parallel_) {
+        // This rank's rows; its mean loss weighted by (its rows / all rows) ·
+        // world size, so that averaging the ranks' gradients gives the gradient
+        // of the whole batch's mean loss.
+        const auto [begin, end] = data_parallel_->shard(global_size);
+        batch.inputs = batch.inputs.narrow(0, begin, end - begin);
+        batch.targets = batch.targets.narrow(0, begin, end - begin);
+        loss_scale = static_cast<double>((end - begin) * data_parallel_->world_size()) / static_cast<double>(global_size);
       }
-      result.val_loss.emplace_back(step_, val.first);
-      result.val_accuracy.emplace_back(step_, val.second);
-      if (recorder_) recorder_->set_eval(val.first, val.second);
+      const int64_t local_size = batch.inputs.size(0);
+      auto output = model_.forward(batch.inputs);
+      // A rank with no rows still runs backward (SyncBatchNorm's backward is a
+      // collective) with an all-zero gradient.
+      auto loss = local_size > 0 ? loss_(output, batch.targets) : output.sum() * 0.0;
+      optimizer_->zero_grad();
+      (loss_scale == 1.0 ? loss : loss * loss_scale).backward();
+      if (data_parallel_) data_parallel_->average_gradients();
+      optimizer_->step();
+      double loss_value = loss.item<double>();
+      bool stop_requested = stop_ || interrupt_requested();
+      if (data_parallel_) {
+        const auto sums = data_parallel_->sum(
+            {loss_value * static_cast<double>(local_size), stop_requested ? 1.0 : 0.0}, "Trainer loss and stop flag");
+        loss_value = sums[0] / static_cast<double>(global_size);
+        stop_requested = sums[1] > 0;
+        loss = torch::tensor(loss_value, torch::kDouble);
+      }
+      result.train_loss.push_back(loss_value);
+      result.last_step = step_;
+      const bool last = step_ + 1 == total;
+      if (lead && options_.eval_every() > 0 && ((step_ + 1) % options_.eval_every() == 0 || last)) {
+        std::pair<double, double> val;
+        if (recorder_) {
+          auto paused = recorder_->pause_probes();  // eval forwards must not overwrite the step's rows
+          val = evaluate();
+        } else {
+          val = evaluate();
+        }
+        result.val_loss.emplace_back(step_, val.first);
+        result.val_accuracy.emplace_back(step_, val.second);
+        if (recorder_) recorder_->set_eval(val.first, val.second);
+      }
+      if (recorder_) recorder_->end_step(loss, lr, global_size);
+      progress.update(step_, loss_value);
+      if (step_callback_) step_callback_(step_, loss_value);
+      // A stop asked for by the callback counts at once in one process; data-
+      // parallel ranks agree on stops at the next step's exchange.
+      if (!data_parallel_) stop_requested = stop_ || interrupt_requested();
+      const bool diverged = options_.stop_on_nonfinite() && !std::isfinite(loss_value);
+      const bool stopping = stop_requested || diverged;
+      if (stopping || (options_.checkpoint_every() > 0 && (step_ + 1) % options_.checkpoint_every() == 0)) {
+        ++step_;  // the checkpoint resumes at the next step
+        save();
+        --step_;
+      }
+      if (stopping) {
+        result.interrupted = !diverged;
+        result.diverged = diverged;
+        if (diverged && lead) spdlog::error("bnlab: loss is {} at step {}; stopping", loss_value, step_);
+        ++step_;
+        break;
+      }
     }
-    if (recorder_) recorder_->end_step(loss, lr, global_size);
-    progress.update(step_, loss_value);
-    if (step_callback_) step_callback_(step_, loss_value);
-    const bool diverged = options_.stop_on_nonfinite() && !std::isfinite(loss_value);
-    const bool stopping = stop_requested || diverged;
-    if (stopping || (options_.checkpoint_every() > 0 && (step_ + 1) % options_.checkpoint_every() == 0)) {
-      ++step_;  // the checkpoint resumes at the next step
-      save();
-      --step_;
+  } catch (...) {
+    progress.finish();
+    if (recorder_) {
+      try {
+        recorder_->flush();
+      } catch (const std::exception& e) {
+        spdlog::error("bnlab: could not flush the metrics after a failed step: {}", e.what());
+      }
     }
-    if (stopping) {
-      result.interrupted = !diverged;
-      result.diverged = diverged;
-      if (diverged && lead) spdlog::error("bnlab: loss is {} at step {}; stopping", loss_value, step_);
-      ++step_;
-      break;
-    }
+    throw;
   }
   progress.finish();
   if (recorder_) recorder_->flush();

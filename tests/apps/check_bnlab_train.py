@@ -463,6 +463,108 @@ def case_study_report(env):
     render(env, env.work / "pair.html")
 
 
+def free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def losses(path):
+    return [row["loss"] for row in read_jsonl(path)]
+
+
+def expect_same_losses(a, b, what):
+    """Step for step, within float32 rounding: the ranks sum the batch in a
+    different order than one process does (relative 1e-5 ≈ 80 float32 ulps)."""
+    expect(len(a) == len(b), f"{what}: {len(a)} steps against {len(b)}")
+    worst = max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(a, b))
+    expect(worst <= 1e-5, f"{what}: losses differ by up to {worst:.3g} (relative) from the single-process run")
+
+
+def case_distributed(env):
+    """Data-parallel runs match the single-process run on the whole batch, step
+    for step: `--nproc 2` (its own launcher, torchrun-style agent store), and
+    ranks started by hand with torchrun's variables (rank 0 hosts the store),
+    with an uneven split (batch 101 over 2 and 3 ranks). Only rank 0 writes."""
+    args = small(steps=40, batch_size=101, eval_every=20, histogram_every=20, dist_timeout=30)
+    env.ok(*args, "--out", "single")
+    single = losses(env.work / "single" / "metrics.jsonl")
+    p = env.ok(*args, "--out", "nproc2", "--nproc", 2, timeout=300)
+    expect(p.stdout.count("metrics: nproc2/") == 1, f"only rank 0 should print the results:\n{p.stdout}")
+    expect_same_losses(single, losses(env.work / "nproc2" / "metrics.jsonl"), "--nproc 2")
+    a = json.loads((env.work / "single" / "summary.json").read_text())
+    b = json.loads((env.work / "nproc2" / "summary.json").read_text())
+    expect(a["final_val_accuracy"] == b["final_val_accuracy"],
+           f"validation accuracy {b['final_val_accuracy']} against {a['final_val_accuracy']} single-process")
+
+    port = free_port()
+    procs = []
+    for rank in range(3):
+        child_env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "3",
+                     "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([env.train, *args, "--out", "env3"], cwd=env.work, env=child_env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for rank, proc in enumerate(procs):
+        out, err = proc.communicate(timeout=300)
+        expect(proc.returncode == 0, f"rank {rank} of 3 (torchrun variables): exit {proc.returncode}\n{err[-2000:]}")
+    expect_same_losses(single, losses(env.work / "env3" / "metrics.jsonl"), "3 ranks from torchrun's variables")
+
+
+def case_distributed_faults(env):
+    """A rank killed mid-run ends the job with a message naming it, in bounded
+    time; a rank whose peers never join gives up after --dist-timeout; bad
+    launcher use is a usage error."""
+    args = small(steps=100000, eval_every=0, histogram_every=0, log_every=10, dist_timeout=20)
+    proc = subprocess.Popen([env.train, *args, "--out", "killed", "--nproc", "2"], cwd=env.work,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The ranks are the launcher's children; wait until both train (metrics appear).
+    wait_for(lambda: (env.work / "killed" / "metrics.csv").exists(), 120, "the ranks to start training")
+    children = [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    expect(len(children) == 2, f"expected 2 rank processes, found {children}")
+    # Rank 1 is the second child started.
+    rank1 = max(children, key=lambda pid: int(dict(line.split("=", 1) for line in
+                Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0") if "=" in line)["RANK"]))
+    start = time.time()
+    os.kill(rank1, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    elapsed = time.time() - start
+    expect(proc.returncode not in (0, None), f"the job should fail when a rank is killed, exit {proc.returncode}")
+    expect("rank 1 was killed by signal 9" in err, f"the launcher should say which rank died and how:\n{err[-2000:]}")
+    expect("failed on rank 0 of 2" in err or "rank 0 was killed" in err,
+           f"rank 0 should report the lost peer (or be stopped):\n{err[-2000:]}")
+    expect(elapsed < 60, f"the job took {elapsed:.0f}s to end after a rank died")
+
+    # Ctrl-C on the launcher: forwarded once, every rank stops at the same
+    # step, rank 0 writes the checkpoint, exit 130.
+    proc = subprocess.Popen([env.train, *args, "--out", "stopped", "--nproc", "2"], cwd=env.work,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (env.work / "stopped" / "metrics.csv").exists(), 120, "the ranks to start training")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    expect(proc.returncode == 130, f"Ctrl-C on --nproc 2 should exit 130, got {proc.returncode}\n{err[-2000:]}")
+    expect((env.work / "stopped" / "checkpoint.pt").exists(), "Ctrl-C should leave rank 0's checkpoint")
+
+    start = time.time()
+    lonely_env = {**os.environ, "RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                  "MASTER_PORT": str(free_port())}
+    p = subprocess.run([env.train, *small(steps=10, dist_timeout=3), "--out", "lonely"], cwd=env.work,
+                       env=lonely_env, capture_output=True, text=True, timeout=120)
+    elapsed = time.time() - start
+    expect(p.returncode == 1, f"a rank whose peers never join should exit 1, got {p.returncode}\n{p.stderr[-1500:]}")
+    expect("rank 0 of 2 could not connect to the other ranks within 3 s" in p.stderr,
+           f"the error should say what did not happen and the timeout:\n{p.stderr[-1500:]}")
+    expect(elapsed < 60, f"gave up after {elapsed:.0f}s with a 3 s timeout")
+
+    p = env.run("--nproc", "2", "study", timeout=60)
+    expect(p.returncode == 2 and "--nproc trains one run" in p.stderr, f"--nproc with study: {p.returncode} {p.stderr}")
+    bad_env = {**os.environ, "RANK": "5", "WORLD_SIZE": "2"}
+    p = subprocess.run([env.train, "--steps", "1"], cwd=env.work, env=bad_env, capture_output=True, text=True,
+                       timeout=60)
+    expect(p.returncode == 2 and "expected RANK to be an integer in [0, 1], got \"5\"" in p.stderr,
+           f"RANK outside WORLD_SIZE: {p.returncode} {p.stderr}")
+
+
 CASES = {name[len("case_"):]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 

@@ -101,7 +101,8 @@ class Trainer {
   /// (DataParallel::shard), its loss weighted so that the averaged gradients
   /// are those of the whole batch's mean loss; gradients are averaged after
   /// each backward; the reported loss is the whole batch's; a stop (Ctrl-C on
-  /// any rank, a non-finite loss) is agreed on by all ranks. Only rank 0
+  /// any rank, a non-finite loss) is agreed on by all ranks (a request_stop()
+  /// from the step callback at the next step). Only rank 0
   /// evaluates, shows progress and writes checkpoints. Call broadcast_state()
   /// (or load the same checkpoint on every rank) before fit().
   void set_data_parallel(std::shared_ptr<distributed::DataParallel> data_parallel);
