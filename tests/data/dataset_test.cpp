@@ -3,6 +3,8 @@
 
 #include "errors.h"
 
+#include "scratch_dir.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <zlib.h>
@@ -17,10 +19,7 @@ namespace fs = std::filesystem;
 using bnlab_test::error_of;
 
 fs::path temp_dir(const std::string& name) {
-  auto dir = fs::temp_directory_path() / ("bnlab_dataset_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
+  return bnlab_test::scratch_dir("dataset_" + name);
 }
 
 void write(const fs::path& path, const std::string& bytes) {

@@ -1,6 +1,8 @@
 #include "bnlab/experiment/probe.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include "scratch_dir.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -10,7 +12,7 @@ namespace {
 
 TEST(Probe, SaturationWithoutAndWithBatchNormMatchesIndependentComputation) {
   bnlab::experiment::ProbeConfig c;
-  c.out = (std::filesystem::temp_directory_path() / ("bnlab_probe_" + std::to_string(::getpid()))).string();
+  c.out = bnlab_test::scratch_dir("probe").string();
   const auto r = bnlab::experiment::run_probe(c);
   // The same draws, computed here with plain torch ops.
   auto gen = at::detail::createCPUGenerator(c.seed);

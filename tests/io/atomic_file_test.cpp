@@ -1,6 +1,8 @@
 #include "bnlab/io/atomic_file.h"
 
 #include <gmock/gmock.h>
+#include "scratch_dir.h"
+
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -13,8 +15,8 @@
 namespace {
 
 TEST(AtomicFile, FailureMidWriteLeavesTheOldFileAndNoTemporary) {
-  const auto dir = std::filesystem::temp_directory_path() / ("bnlab_atomic_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
+  const auto dir = bnlab_test::scratch_dir("atomic");
+  std::filesystem::remove_all(dir);  // write_file_atomically creates it
   const auto path = (dir / "state.bin").string();
   bnlab::io::write_file_atomically(path, "old contents");
   EXPECT_THROW(bnlab::io::write_atomically(path,
@@ -35,9 +37,7 @@ TEST(AtomicFile, FailureMidWriteLeavesTheOldFileAndNoTemporary) {
 }
 
 TEST(AtomicFile, StaleTemporariesOfDeadWritersAreRemovedLiveOnesKept) {
-  const auto dir = std::filesystem::temp_directory_path() / ("bnlab_atomic_stale_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
+  const auto dir = bnlab_test::scratch_dir("atomic_stale");
   const auto path = (dir / "checkpoint.pt").string();
   // A child that exits at once: its pid is certainly dead once reaped.
   const pid_t dead = ::fork();

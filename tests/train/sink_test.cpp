@@ -6,6 +6,8 @@
 #include "train/tensorboard/tfrecord.h"
 
 #include <gmock/gmock.h>
+#include "scratch_dir.h"
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -19,10 +21,7 @@ namespace {
 namespace bt = bnlab::train;
 
 std::string temp_dir(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() / ("bnlab_sink_test_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir.string();
+  return bnlab_test::scratch_dir("sink_" + name).string();
 }
 
 bt::StepMetrics sample_step(int64_t step) {

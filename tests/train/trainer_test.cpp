@@ -6,6 +6,8 @@
 #include "bnlab/nn/modules/batch_norm.h"
 
 #include <gmock/gmock.h>
+#include "scratch_dir.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -20,8 +22,7 @@ namespace bn = bnlab::nn;
 namespace bt = bnlab::train;
 
 std::string temp_path(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() / ("bnlab_trainer_test_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  static const auto dir = bnlab_test::scratch_dir("trainer");
   return (dir / name).string();
 }
 

@@ -11,6 +11,8 @@
 #include "errors.h"
 #include "gradcheck.h"
 
+#include "scratch_dir.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -307,7 +309,7 @@ TEST(BatchNormAct, HasBatchNormsStateNamesAndLoadsItsStateDict) {
 
   randomize(fused);
   fused->forward(torch::randn({6, 4, 3, 3}));
-  const auto path = (std::filesystem::temp_directory_path() / "bnlab_batch_norm_act_state.pt").string();
+  const auto path = (bnlab_test::scratch_dir("batch_norm_act") / "state.pt").string();
   torch::save(fused, path);
   torch::load(norm, path);  // a BatchNorm2d reads the fused module's state
   EXPECT_TRUE(torch::equal(norm->running_var, fused->running_var));
