@@ -52,6 +52,14 @@ std::tuple<torch::Tensor, torch::Tensor> batch_norm_stats(const torch::Tensor& i
     auto zeros = torch::zeros({channels}, input.options().dtype(out_dtype));
     return {zeros, zeros.clone()};
   }
+  if (cpu_kernels_apply(input)) {
+    // bnlab's CPU statistics kernel (one read, float64 accumulation) rather
+    // than a float64 copy of the input followed by var_mean.
+    const torch::Tensor x = detail::kernel_layout(input).has_value() ? input : input.contiguous();
+    std::vector<double> mean(static_cast<size_t>(channels)), var(static_cast<size_t>(channels));
+    cpu::batch_norm_stats_stub.get()(x, *detail::kernel_layout(x), mean.data(), var.data());
+    return {detail::from_doubles(mean, out_dtype), detail::from_doubles(var, out_dtype)};
+  }
   auto x = input.to(accumulate_dtype(input));
   auto [var, mean] = at::var_mean(x, reduction_dims(input.dim()), /*unbiased=*/false,
                                   /*keepdim=*/false);
