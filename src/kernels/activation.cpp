@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace bnlab::kernels {
@@ -101,6 +103,12 @@ void copy_input_sample(const torch::Tensor& input, const torch::Tensor& sample,
     auto* out = sample.data_ptr<float>();
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "bnlab_copy_input_sample", [&] {
       const auto* x = input.data_ptr<scalar_t>();
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (stride == 1) {
+          std::memcpy(out, x, static_cast<size_t>(count) * sizeof(float));
+          return;
+        }
+      }
       for (int64_t i = 0; i < count; ++i) out[i] = static_cast<float>(x[i * stride]);
     });
   } else if (count > 0) {

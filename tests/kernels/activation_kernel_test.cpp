@@ -69,7 +69,13 @@ TEST_P(ActivationKernelStats, ForwardSlotsEqualIndependentValues) {
                                       {{6, 7, 33}, "contiguous"},
                                       {{4, 5, 6, 7}, "contiguous"},
                                       {{4, 5, 6, 7}, "channels_last"},
-                                      {{3, 37}, "contiguous"}};
+                                      {{3, 37}, "contiguous"},
+                                      // Several of the kernel's 2048-element chunks (rows, then
+                                      // blocks of one unit): a dead unit must span them all.
+                                      {{1000, 5}, "contiguous"},
+                                      {{300, 37}, "contiguous"},
+                                      {{6, 7, 500}, "contiguous"},
+                                      {{2, 3, 3000}, "contiguous"}};
   for (auto dtype : {torch::kFloat, torch::kDouble}) {
     for (const auto& kc : cases) {
       auto x = make_input(kc.shape, dtype);

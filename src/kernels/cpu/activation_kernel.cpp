@@ -25,13 +25,19 @@ namespace slot = nn::activation_stat;
 
 constexpr int64_t kGrainElements = 32768;
 
+// y = f(x) over n contiguous elements, whole vectors and a masked tail.
+template <typename T, typename Op>
+inline void apply_forward(const T* x, T* y, int64_t n, const Op& op) {
+  using V = Vectorized<T>;
+  int64_t i = 0;
+  for (; i + V::size() <= n; i += V::size()) op.forward(V::loadu(x + i)).store(y + i);
+  if (i < n) op.forward(V::loadu(x + i, n - i)).store(y + i, static_cast<int>(n - i));
+}
+
 template <typename T, typename Op>
 void forward_plain(const T* x, T* y, int64_t n, const Op& op) {
-  using V = Vectorized<T>;
   at::parallel_for(0, n, kGrainElements, [&](int64_t begin, int64_t end) {
-    int64_t i = begin;
-    for (; i + V::size() <= end; i += V::size()) op.forward(V::loadu(x + i)).store(y + i);
-    if (i < end) op.forward(V::loadu(x + i, end - i)).store(y + i, static_cast<int>(end - i));
+    apply_forward(x + begin, y + begin, end - begin, op);
   });
 }
 
@@ -42,6 +48,13 @@ std::vector<T>& alive_scratch(size_t size) {
   scratch.assign(size, T(0));
   return scratch;
 }
+
+// Elements per chunk of the recording forward: f is applied to a chunk as one
+// contiguous run (as in the plain forward), then the chunk's statistics are
+// counted from x and y while both are still in L1. Interleaving f with the
+// counting per vector costs more: f is an out-of-line call (Sleef) that
+// clobbers the vector registers holding the running sums.
+constexpr int64_t kChunkElements = 2048;
 
 template <typename T, typename Op>
 void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op, double* stats) {
@@ -56,47 +69,51 @@ void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op
   const V all_set = V(T(0)) == V(T(0));
 
   if (layout.inner > 1) {
-    // Blocks of `inner` contiguous elements of one unit.
+    // Blocks of `inner` contiguous elements of one unit; chunks of whole blocks.
     const int64_t blocks = layout.outer * units;
     const int64_t inner = layout.inner;
     const int64_t full = inner - inner % W;
     const V tail_mask = lane_mask<T>(inner - full);
+    const int64_t blocks_per_chunk = std::max<int64_t>(1, kChunkElements / inner);
     const int64_t grain = std::max<int64_t>(1, kGrainElements / inner);
     at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
       const int t = at::get_thread_num();
-      auto& a = acc[static_cast<size_t>(t)];
+      // A local accumulator (kept in registers), added to the thread's slot at the end.
+      ForwardTotals<T> a;
       T* alive_t = alive.data() + t * units;
-      for (int64_t b = begin; b < end; ++b) {
-        const T* xp = x + b * inner;
-        T* yp = y + b * inner;
-        V all_sat = all_set;  // lane mask: saturated at every element so far
-        for (int64_t i = 0; i < full; i += W) {
-          const V xv = V::loadu(xp + i);
-          const V yv = op.forward(xv);
-          yv.store(yp + i);
-          all_sat = all_sat & a.add_full(op, xv, yv);
+      for (int64_t chunk = begin; chunk < end; chunk += blocks_per_chunk) {
+        const int64_t chunk_end = std::min(end, chunk + blocks_per_chunk);
+        apply_forward(x + chunk * inner, y + chunk * inner, (chunk_end - chunk) * inner, op);
+        for (int64_t b = chunk; b < chunk_end; ++b) {
+          const T* xp = x + b * inner;
+          const T* yp = y + b * inner;
+          V all_sat = all_set;  // lane mask: saturated at every element so far
+          for (int64_t i = 0; i < full; i += W) {
+            all_sat = all_sat & a.add_full(op, V::loadu(xp + i), V::loadu(yp + i));
+          }
+          if (full < inner) {
+            const int64_t count = inner - full;
+            // Lanes outside the data count as saturated: they must not keep a unit alive.
+            all_sat = all_sat & a.add_masked(op, V::loadu(xp + full, count), V::loadu(yp + full, count), tail_mask);
+          }
+          if (horizontal_max(V::blendv(one, V(T(0)), all_sat)) == T(1)) alive_t[b % units] = T(1);
         }
-        if (full < inner) {
-          const int64_t count = inner - full;
-          const V xv = V::loadu(xp + full, count);
-          const V yv = op.forward(xv);
-          yv.store(yp + full, static_cast<int>(count));
-          // Lanes outside the data count as saturated: they must not keep a unit alive.
-          all_sat = all_sat & a.add_masked(op, xv, yv, tail_mask);
-        }
-        if (horizontal_max(V::blendv(one, V(T(0)), all_sat)) == T(1)) alive_t[b % units] = T(1);
       }
       a.flush();
+      acc[static_cast<size_t>(t)].add(a);
     });
   } else {
-    // Rows of `units` elements, one per unit: blocks of W units walk down the
-    // rows, so each lane keeps its unit and only the last block is masked.
+    // Rows of `units` elements, one per unit; chunks of whole rows. Blocks of
+    // W units walk down a chunk's rows, so each lane keeps its unit and only
+    // the last block is masked.
     const int64_t full = units - units % W;
     const V tail_mask = lane_mask<T>(units - full);
+    const int64_t rows_per_chunk = std::max<int64_t>(1, kChunkElements / std::max<int64_t>(units, 1));
     const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(units, 1));
     at::parallel_for(0, layout.outer, grain, [&](int64_t begin, int64_t end) {
       const int t = at::get_thread_num();
-      auto& a = acc[static_cast<size_t>(t)];
+      // A local accumulator (kept in registers), added to the thread's slot at the end.
+      ForwardTotals<T> a;
       T* alive_t = alive.data() + t * units;
       // alive ← max(alive, 1 where a lane was ever unsaturated)
       auto mark_alive = [&](T* where, V all_sat, int64_t count) {
@@ -107,28 +124,28 @@ void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op
           at::vec::maximum(V::loadu(where, count), unsat).store(where, static_cast<int>(count));
         }
       };
-      for (int64_t c = 0; c < full; c += W) {
-        V all_sat = all_set;
-        for (int64_t r = begin; r < end; ++r) {
-          const V xv = V::loadu(x + r * units + c);
-          const V yv = op.forward(xv);
-          yv.store(y + r * units + c);
-          all_sat = all_sat & a.add_full(op, xv, yv);
+      for (int64_t chunk = begin; chunk < end; chunk += rows_per_chunk) {
+        const int64_t chunk_end = std::min(end, chunk + rows_per_chunk);
+        apply_forward(x + chunk * units, y + chunk * units, (chunk_end - chunk) * units, op);
+        for (int64_t c = 0; c < full; c += W) {
+          V all_sat = all_set;
+          for (int64_t r = chunk; r < chunk_end; ++r) {
+            all_sat = all_sat & a.add_full(op, V::loadu(x + r * units + c), V::loadu(y + r * units + c));
+          }
+          mark_alive(alive_t + c, all_sat, W);
         }
-        mark_alive(alive_t + c, all_sat, W);
-      }
-      if (full < units) {
-        const int64_t count = units - full;
-        V all_sat = all_set;
-        for (int64_t r = begin; r < end; ++r) {
-          const V xv = V::loadu(x + r * units + full, count);
-          const V yv = op.forward(xv);
-          yv.store(y + r * units + full, static_cast<int>(count));
-          all_sat = all_sat & a.add_masked(op, xv, yv, tail_mask);
+        if (full < units) {
+          const int64_t count = units - full;
+          V all_sat = all_set;
+          for (int64_t r = chunk; r < chunk_end; ++r) {
+            all_sat = all_sat & a.add_masked(op, V::loadu(x + r * units + full, count),
+                                             V::loadu(y + r * units + full, count), tail_mask);
+          }
+          mark_alive(alive_t + full, all_sat, count);
         }
-        mark_alive(alive_t + full, all_sat, count);
       }
       a.flush();
+      acc[static_cast<size_t>(t)].add(a);
     });
   }
 

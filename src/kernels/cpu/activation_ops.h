@@ -226,6 +226,10 @@ struct ForwardTotals {
     }
     pending = 0;
   }
+  // Adds the flushed totals of another accumulator.
+  void add(const ForwardTotals& other) {
+    for (int k = 0; k < kTotals; ++k) totals[k] += other.totals[k];
+  }
 };
 
 }  // inline namespace CPU_CAPABILITY
