@@ -21,28 +21,37 @@ namespace {
 
 using at::vec::Vectorized;
 
+// out = f(i, k) over a span of `len` values: whole vectors, then a masked
+// tail; f returns the vector at offset i from its first k lanes (k is W except
+// at the tail). Returns Σ out² over the span when wanted.
+template <typename T, typename F>
+double map_span(T* out, int64_t len, bool want_sq, const F& f) {
+  using V = Vectorized<T>;
+  V sq(T(0));
+  int64_t i = 0;
+  for (; i + V::size() <= len; i += V::size()) {
+    const V r = f(i, V::size());
+    r.store(out + i);
+    if (want_sq) sq = at::vec::fmadd(r, r, sq);
+  }
+  if (i < len) {
+    const int64_t count = len - i;
+    const V r = f(i, count);
+    r.store(out + i, static_cast<int>(count));
+    if (want_sq) {
+      const V rm = V::blendv(V(T(0)), r, lane_mask<T>(count));
+      sq = at::vec::fmadd(rm, rm, sq);
+    }
+  }
+  return want_sq ? horizontal_sum(sq) : 0.0;
+}
+
 // y = (x − mu)·scale + shift over a span; returns Σ y² when wanted.
 template <typename T>
 double span_transform(const T* x, T* y, int64_t len, T mu, T scale, T shift, bool want_y2) {
   using V = Vectorized<T>;
   const V m(mu), s(scale), b(shift);
-  V y2(T(0));
-  int64_t i = 0;
-  for (; i + V::size() <= len; i += V::size()) {
-    const V r = at::vec::fmadd(V::loadu(x + i) - m, s, b);
-    r.store(y + i);
-    if (want_y2) y2 = at::vec::fmadd(r, r, y2);
-  }
-  if (i < len) {
-    const int64_t count = len - i;
-    const V r = at::vec::fmadd(V::loadu(x + i, count) - m, s, b);
-    r.store(y + i, static_cast<int>(count));
-    if (want_y2) {
-      const V rm = V::blendv(V(T(0)), r, lane_mask<T>(count));
-      y2 = at::vec::fmadd(rm, rm, y2);
-    }
-  }
-  return want_y2 ? horizontal_sum(y2) : 0.0;
+  return map_span(y, len, want_y2, [&](int64_t i, int64_t k) { return at::vec::fmadd(load(x + i, k) - m, s, b); });
 }
 
 // Σ g and Σ g·(x − mu) over a span.
@@ -75,23 +84,8 @@ template <typename T>
 double span_backward(const T* g, const T* x, T* dx, int64_t len, T mu, T a, T b, T c, bool want_dx2) {
   using V = Vectorized<T>;
   const V m(mu), av(a), bv(b), cv(c);
-  V d2(T(0));
-  int64_t i = 0;
-  for (; i + V::size() <= len; i += V::size()) {
-    const V r = V::loadu(g + i) * av - ((V::loadu(x + i) - m) * bv + cv);
-    r.store(dx + i);
-    if (want_dx2) d2 = at::vec::fmadd(r, r, d2);
-  }
-  if (i < len) {
-    const int64_t count = len - i;
-    const V r = V::loadu(g + i, count) * av - ((V::loadu(x + i, count) - m) * bv + cv);
-    r.store(dx + i, static_cast<int>(count));
-    if (want_dx2) {
-      const V rm = V::blendv(V(T(0)), r, lane_mask<T>(count));
-      d2 = at::vec::fmadd(rm, rm, d2);
-    }
-  }
-  return want_dx2 ? horizontal_sum(d2) : 0.0;
+  return map_span(dx, len, want_dx2,
+                  [&](int64_t i, int64_t k) { return load(g + i, k) * av - ((load(x + i, k) - m) * bv + cv); });
 }
 
 // Eval backward in one pass: dx = g·a and the two sums.
