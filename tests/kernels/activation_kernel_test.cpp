@@ -10,6 +10,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
 namespace {
 
 using bnlab::autograd::ActivationKind;
@@ -163,6 +168,67 @@ TEST_P(ActivationKernelStats, BackwardSlotsEqualIndependentValues) {
     }
   }
 }
+
+// Float tanh has its own fast evaluation on AVX2/AVX-512 (kernels/cpu/fast_tanh.h;
+// 1.25 ulp at worst when written):
+// over every 509th float in [−12, 12] (both branches, the switch at 0.625 and the
+// cap), it stays within 2 ulp of tanh evaluated in double, and keeps NaN, ±Inf,
+// ±0 and denormals right.
+using FastTanh = ActivationKernelStats;
+
+TEST_P(FastTanh, FloatTanhIsWithinTwoUlpOfExact) {
+  std::vector<float> values;
+  const auto bits_of = [](float f) {
+    uint32_t b;
+    std::memcpy(&b, &f, sizeof b);
+    return b;
+  };
+  for (uint32_t b = 0; b <= bits_of(12.0f); b += 509) {
+    float f;
+    std::memcpy(&f, &b, sizeof f);
+    values.push_back(f);
+    values.push_back(-f);
+  }
+  const float specials[] = {0.625f, std::nextafter(0.625f, 0.0f), 10.0f, 9.0f, 1e-30f, 1e-40f, -0.0f,
+                            std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::max(), std::numeric_limits<float>::quiet_NaN()};
+  values.insert(values.end(), std::begin(specials), std::end(specials));
+  while (values.size() % 64 != 0) values.push_back(0.5f);
+  auto x = torch::from_blob(values.data(), {static_cast<int64_t>(values.size()) / 64, 64}).clone();
+  auto y = torch::empty_like(x);
+  ActivationParams p;
+  p.kind = ActivationKind::kTanh;
+  forward_(x, y, p, *bnlab::kernels::unit_layout(x), nullptr);
+  const float* xs = x.data_ptr<float>();
+  const float* ys = y.data_ptr<float>();
+  double worst = 0.0;
+  float worst_x = 0.0f;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double exact = std::tanh(static_cast<double>(xs[i]));
+    if (std::isnan(xs[i])) {
+      EXPECT_TRUE(std::isnan(ys[i]));
+      continue;
+    }
+    ASSERT_EQ(std::signbit(ys[i]), std::signbit(xs[i])) << "x = " << xs[i];
+    // One ulp at |exact|: the spacing of floats in its binade (denormals: 2^-149).
+    const float magnitude = static_cast<float>(std::fabs(exact));
+    const double ulp = magnitude < std::numeric_limits<float>::min()
+                           ? std::ldexp(1.0, -149)
+                           : std::ldexp(1.0, std::ilogb(magnitude) - 23);
+    const double error = std::fabs(static_cast<double>(ys[i]) - exact) / ulp;
+    if (error > worst) {
+      worst = error;
+      worst_x = xs[i];
+    }
+  }
+  EXPECT_LE(worst, 2.0) << "worst at x = " << worst_x << " (" << values.size() << " values)";
+}
+
+// DEFAULT keeps Vectorized<float>::tanh (std::tanh per lane).
+INSTANTIATE_TEST_SUITE_P(Capabilities, FastTanh, ::testing::Values(1, 2),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return std::string(cpu::capability_name(static_cast<cpu::Capability>(info.param)));
+                         });
 
 INSTANTIATE_TEST_SUITE_P(Capabilities, ActivationKernelStats, ::testing::Values(0, 1, 2),
                          [](const ::testing::TestParamInfo<int>& info) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "kernels/activation.h"
+#include "kernels/cpu/fast_tanh.h"
 #include "kernels/cpu/vec_helpers.h"
 
 #include <ATen/cpu/vec/vec.h>
@@ -26,7 +27,7 @@ struct TanhOp {
   static constexpr bool kFromOutput = true;
   V t;
   explicit TanhOp(const ActivationParams& p) : t(static_cast<T>(p.saturation_threshold)) {}
-  V forward(V x) const { return x.tanh(); }
+  V forward(V x) const { return fast_tanh(x); }
   V derivative(V y) const { return V(T(1)) - y * y; }
   V saturated(V, V y) const { return y.abs() > t; }
 };
@@ -132,11 +133,11 @@ struct GELUTanhOp {
       : flat(static_cast<T>(1.0 - p.saturation_threshold * p.saturation_threshold)) {}
   V forward(V x) const {
     const V inner = V(kBeta) * (x + V(kKappa) * x * x * x);
-    return V(T(0.5)) * x * (V(T(1)) + inner.tanh());
+    return V(T(0.5)) * x * (V(T(1)) + fast_tanh(inner));
   }
   V derivative(V x) const {
     const V x2 = x * x;
-    const V th = (V(kBeta) * (x + V(kKappa) * x2 * x)).tanh();
+    const V th = fast_tanh(V(kBeta) * (x + V(kKappa) * x2 * x));
     const V du = V(kBeta) * (V(T(1)) + V(T(3) * kKappa) * x2);
     return V(T(0.5)) * (V(T(1)) + th) + V(T(0.5)) * x * (V(T(1)) - th * th) * du;
   }
