@@ -3,6 +3,7 @@
 // "Performance"). Google Benchmark runs and reports the comparisons; each one
 // alternates its two sides itself.
 #include "bnlab-bench/cases.h"
+#include "common/allocator_settings.h"
 #include "common/blas_environment.h"
 #include "common/log_to_stderr.h"
 
@@ -87,6 +88,9 @@ int main(int argc, char** argv) {
   // they would steal time from whichever side runs next: one OpenBLAS thread
   // unless the user chose (torch's intra-op threads are unaffected).
   bnlab::apps::fix_blas_environment(argv, /*single_thread=*/true);
+  // As in bnlab-train (whose step the Python comparison measures); the C++
+  // sides of every comparison share it, the Python child keeps glibc's defaults.
+  bnlab::apps::keep_freed_memory_for_reuse();
   bnlab::apps::log_to_stderr();
   spdlog::set_level(spdlog::level::err);  // the recorder's alerts about this synthetic training are noise here
   benchmark::Initialize(&argc, argv);  // takes the --benchmark_* flags

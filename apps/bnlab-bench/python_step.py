@@ -9,7 +9,7 @@ commands on stdin, one per line:
     quit     exit
 
 The first line of output is "ready <torch version>". The training loop is the
-one PyTorch users write: zero_grad, forward, cross_entropy, backward, step,
+one PyTorch users write: zero_grad (set_to_none, as bnlab's Trainer), forward, cross_entropy, backward, step,
 loss.item() for logging.
 """
 import argparse
@@ -52,7 +52,7 @@ def main():
         nonlocal step
         i = (step % batches) * a.batch
         x, y = x_all[i:i + a.batch], y_all[i:i + a.batch]
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=True)  # the default from PyTorch 2.0 on, and what bnlab's Trainer does
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()

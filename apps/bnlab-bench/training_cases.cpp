@@ -42,7 +42,7 @@ struct TrainLoop {
     if (recorder) recorder->begin_step(step);
     auto loss = torch::nn::functional::cross_entropy(model->forward(inputs.narrow(0, first, batch)),
                                                      targets.narrow(0, first, batch));
-    optimizer->zero_grad();
+    for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();  // as the Trainer does
     loss.backward();
     optimizer->step();
     if (recorder) recorder->end_step(loss, lr, batch);

@@ -8,6 +8,7 @@
 #include <bnlab/train/trainer.h>
 
 #include "bnlab-train/local_launcher.h"
+#include "common/allocator_settings.h"
 #include "common/blas_environment.h"
 #include "common/log_to_stderr.h"
 
@@ -82,6 +83,7 @@ void print_probe(const ex::ProbeResult& r, const ex::ProbeConfig& c) {
 
 int main(int argc, char** argv) {
   bnlab::apps::fix_blas_environment(argv, /*single_thread=*/false);
+  bnlab::apps::keep_freed_memory_for_reuse();
   bnlab::apps::log_to_stderr();
   const std::string sub = subcommand_of(argc, argv);
   const std::string config_file = config_path(argc, argv);

@@ -21,6 +21,17 @@ namespace bnlab::train {
 
 namespace {
 
+// Gradients are released, not zeroed (PyTorch 2's zero_grad(set_to_none=True)):
+// backward then hands each parameter its new gradient instead of adding it to
+// a tensor of zeros, which saves a fill and an add per parameter per step.
+void release_gradients(torch::optim::Optimizer& optimizer) {
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& p : group.params()) {
+      if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+    }
+  }
+}
+
 std::atomic<int> g_interrupts{0};
 
 extern "C" void handle_interrupt(int) {
@@ -236,7 +247,7 @@ TrainResult Trainer::fit() {
       // A rank with no rows still runs backward (SyncBatchNorm's backward is a
       // collective) with an all-zero gradient.
       auto loss = local_size > 0 ? loss_(output, batch.targets) : output.sum() * 0.0;
-      optimizer_->zero_grad();
+      release_gradients(*optimizer_);
       (loss_scale == 1.0 ? loss : loss * loss_scale).backward();
       if (data_parallel_) data_parallel_->average_gradients();
       optimizer_->step();
