@@ -24,8 +24,12 @@ using at::vec::Vectorized;
 // Values per cache-resident chunk: a chunk is read from memory once and
 // traversed twice (its own mean, then the centered sums) from L1/L2.
 inline constexpr int64_t kChunk = 4096;
-// Target elements per row block in the channel-minor layout.
-inline constexpr int64_t kRowBlockElements = 16384;
+// Row blocks of the channel-minor layout: about 16 KB (L1-resident while each
+// block of channels streams its rows, so a row's cache lines come from memory
+// once), but at least 16 rows, so that wide rows (C = 1024) do not fall into
+// per-block bookkeeping.
+inline constexpr int64_t kRowBlockElements = 4096;
+inline constexpr int64_t kMinBlockRows = 16;
 // Elements per task below which a kernel stays on one thread.
 inline constexpr int64_t kGrainElements = 32768;
 
@@ -139,7 +143,7 @@ struct ChannelParam {
 template <typename T, typename F>
 void for_row_channel_blocks(int64_t r0, int64_t r1, int64_t C, F&& f) {
   constexpr int64_t W = Vectorized<T>::size();
-  const int64_t block = std::max<int64_t>(1, kRowBlockElements / C);
+  const int64_t block = std::max<int64_t>(kMinBlockRows, kRowBlockElements / C);
   for (int64_t b0 = r0; b0 < r1; b0 += block) {
     const int64_t b1 = std::min(r1, b0 + block);
     for (int64_t c = 0; c < C; c += W) f(c, std::min<int64_t>(W, C - c), b0, b1);
@@ -161,20 +165,29 @@ inline void store(const Vectorized<T>& v, T* p, int64_t k) {
   }
 }
 
-// Per-channel moments of rows [r0, r1), accumulated into acc[0..C): per row
-// block, each channel's block mean (first pass) centers the second.
+// Per-channel moments of rows [r0, r1), merged into acc[0..C): per row block,
+// each channel's block mean (first pass) centers the second. Every channel sees
+// the same rows, so the running moments are kept as arrays (mean, m2) whose
+// merge weights are scalars shared by all lanes: with n rows before the block
+// and b in it, mean += δ·b/(n + b) and m2 += m2_b + δ²·n·b/(n + b), δ = mean_b − mean
+// (Chan et al.), no division per channel. acc gets one merge per channel.
 template <typename T>
 void rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, Moments* acc) {
   using V = Vectorized<T>;
   constexpr int64_t W = V::size();
+  std::vector<double> mean(static_cast<size_t>(C), 0.0), m2(static_cast<size_t>(C), 0.0);
   for_row_channel_blocks<T>(r0, r1, C, [&](int64_t c, int64_t k, int64_t b0, int64_t b1) {
-    const double n = static_cast<double>(b1 - b0);
+    const double b = static_cast<double>(b1 - b0);
+    const double before = static_cast<double>(b0 - r0);
+    const double inv_b = 1.0 / b;
+    const double w_mean = b / (before + b);
+    const double w_m2 = before * b / (before + b);
     V sum(T(0));
     for (int64_t r = b0; r < b1; ++r) sum = sum + load(x + r * C + c, k);
-    T lanes[W];
-    sum.store(lanes);
-    for (int64_t j = 0; j < k; ++j) lanes[j] = static_cast<T>(static_cast<double>(lanes[j]) / n);
-    const V shift = V::loadu(lanes);
+    T shift_lanes[W];
+    sum.store(shift_lanes);
+    for (int64_t j = 0; j < W; ++j) shift_lanes[j] = static_cast<T>(static_cast<double>(shift_lanes[j]) * inv_b);
+    const V shift = V::loadu(shift_lanes);
     V d1(T(0)), d2(T(0));
     for (int64_t r = b0; r < b1; ++r) {
       const V v = load(x + r * C + c, k) - shift;  // missing lanes: unused below
@@ -184,11 +197,19 @@ void rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, Moments* acc) {
     T l1[W], l2[W];
     d1.store(l1);
     d2.store(l2);
+    double* mu = mean.data() + c;
+    double* sq = m2.data() + c;
     for (int64_t j = 0; j < k; ++j) {
-      const double a = l1[j];
-      acc[c + j].merge(n, static_cast<double>(lanes[j]) + a / n, std::max(0.0, static_cast<double>(l2[j]) - a * a / n));
+      const double a = static_cast<double>(l1[j]);
+      const double block_mean = static_cast<double>(shift_lanes[j]) + a * inv_b;
+      const double block_m2 = std::max(0.0, static_cast<double>(l2[j]) - a * a * inv_b);
+      const double delta = block_mean - mu[j];
+      mu[j] += delta * w_mean;
+      sq[j] += block_m2 + delta * delta * w_m2;
     }
   });
+  const double rows = static_cast<double>(r1 - r0);
+  for (int64_t c = 0; c < C; ++c) acc[c].merge(rows, mean[static_cast<size_t>(c)], m2[static_cast<size_t>(c)]);
 }
 
 template <typename T>
