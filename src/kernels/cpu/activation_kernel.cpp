@@ -52,8 +52,8 @@ std::vector<T>& alive_scratch(size_t size) {
 // Elements per chunk of the recording forward: f is applied to a chunk as one
 // contiguous run (as in the plain forward), then the chunk's statistics are
 // counted from x and y while both are still in L1. Interleaving f with the
-// counting per vector costs more: f is an out-of-line call (Sleef) that
-// clobbers the vector registers holding the running sums.
+// counting per vector costs more: where f is an out-of-line call (Sleef's exp,
+// erf, ...) it clobbers the vector registers holding the running sums.
 constexpr int64_t kChunkElements = 2048;
 
 template <typename T, typename Op>

@@ -51,76 +51,52 @@ constexpr float kPolynomialBelow = 0.625f;
 constexpr float kMaxDoubled = 20.0f;
 }  // namespace fast_tanh_detail
 
+// p·2^n for float lanes, n integral: the one step Vectorized has no operation for.
 #if defined(CPU_CAPABILITY_AVX512)
-
-inline at::vec::Vectorized<float> fast_tanh(const at::vec::Vectorized<float>& v) {
-  namespace d = fast_tanh_detail;
-  const __m512 x = v;
-  const __m512 a = _mm512_abs_ps(x);
-  const __m512 u = _mm512_mul_ps(a, a);
-  __m512 q = _mm512_fmadd_ps(_mm512_set1_ps(d::kQ4), u, _mm512_set1_ps(d::kQ3));
-  q = _mm512_fmadd_ps(q, u, _mm512_set1_ps(d::kQ2));
-  q = _mm512_fmadd_ps(q, u, _mm512_set1_ps(d::kQ1));
-  q = _mm512_fmadd_ps(q, u, _mm512_set1_ps(d::kQ0));
-  const __m512 near_zero = _mm512_fmadd_ps(_mm512_mul_ps(a, u), q, a);
-
-  const __m512 y = _mm512_min_ps(_mm512_add_ps(a, a), _mm512_set1_ps(d::kMaxDoubled));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(d::kLog2e)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(d::kLn2High), y);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(d::kLn2Low), r);
-  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(d::kR4), r, _mm512_set1_ps(d::kR3));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(d::kR2));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(d::kR1));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(d::kR0));
-  const __m512 one = _mm512_set1_ps(1.0f);
-  p = _mm512_fmadd_ps(_mm512_mul_ps(r, r), p, _mm512_add_ps(r, one));
-  const __m512 e = _mm512_scalef_ps(p, n);  // p·2^n
-  const __m512 far = _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, one)));
-
-  const __mmask16 small = _mm512_cmp_ps_mask(a, _mm512_set1_ps(d::kPolynomialBelow), _CMP_LT_OQ);
-  __m512 result = _mm512_mask_blend_ps(small, far, near_zero);
-  const __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN));
-  result = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(result), sign));
-  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-  return _mm512_mask_blend_ps(nan, result, x);
+inline at::vec::Vectorized<float> times_power_of_two(const at::vec::Vectorized<float>& p,
+                                                     const at::vec::Vectorized<float>& n) {
+  return _mm512_scalef_ps(p, n);
 }
-
 #elif defined(CPU_CAPABILITY_AVX2)
-
-inline at::vec::Vectorized<float> fast_tanh(const at::vec::Vectorized<float>& v) {
-  namespace d = fast_tanh_detail;
-  const __m256 x = v;
-  const __m256 sign_bit = _mm256_castsi256_ps(_mm256_set1_epi32(INT32_MIN));
-  const __m256 a = _mm256_andnot_ps(sign_bit, x);
-  const __m256 u = _mm256_mul_ps(a, a);
-  __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(d::kQ4), u, _mm256_set1_ps(d::kQ3));
-  q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(d::kQ2));
-  q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(d::kQ1));
-  q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(d::kQ0));
-  const __m256 near_zero = _mm256_fmadd_ps(_mm256_mul_ps(a, u), q, a);
-
-  const __m256 y = _mm256_min_ps(_mm256_add_ps(a, a), _mm256_set1_ps(d::kMaxDoubled));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(y, _mm256_set1_ps(d::kLog2e)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(d::kLn2High), y);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(d::kLn2Low), r);
-  __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(d::kR4), r, _mm256_set1_ps(d::kR3));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(d::kR2));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(d::kR1));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(d::kR0));
-  const __m256 one = _mm256_set1_ps(1.0f);
-  p = _mm256_fmadd_ps(_mm256_mul_ps(r, r), p, _mm256_add_ps(r, one));
-  // p·2^n: n (0 ≤ n ≤ 29 here, and p in [0.7, 1.5)) added to the exponent field.
+// n added to the exponent field: here 0 ≤ n ≤ 29 and p is in [0.7, 1.5).
+inline at::vec::Vectorized<float> times_power_of_two(const at::vec::Vectorized<float>& p,
+                                                     const at::vec::Vectorized<float>& n) {
   const __m256i scale = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
-  const __m256 e = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), scale));
-  const __m256 far = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
+  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), scale));
+}
+#endif
 
-  const __m256 small = _mm256_cmp_ps(a, _mm256_set1_ps(d::kPolynomialBelow), _CMP_LT_OQ);
-  __m256 result = _mm256_blendv_ps(far, near_zero, small);
-  result = _mm256_or_ps(result, _mm256_and_ps(x, sign_bit));
-  const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
-  return _mm256_blendv_ps(result, x, nan);
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+
+inline at::vec::Vectorized<float> fast_tanh(const at::vec::Vectorized<float>& x) {
+  using V = at::vec::Vectorized<float>;
+  namespace d = fast_tanh_detail;
+  const V one(1.0f);
+  const V a = x.abs();
+
+  // |x| < 0.625: a + a³·Q(a²).
+  const V u = a * a;
+  V q = at::vec::fmadd(V(d::kQ4), u, V(d::kQ3));
+  q = at::vec::fmadd(q, u, V(d::kQ2));
+  q = at::vec::fmadd(q, u, V(d::kQ1));
+  q = at::vec::fmadd(q, u, V(d::kQ0));
+  const V near_zero = at::vec::fmadd(a * u, q, a);
+
+  // Otherwise 1 − 2/(e^y + 1), y = min(2a, 20) (a NaN lane is blended back below).
+  const V y = at::vec::clamp_max(a + a, V(d::kMaxDoubled));
+  const V n = (y * V(d::kLog2e)).round();
+  V r = at::vec::fmadd(n, V(-d::kLn2High), y);
+  r = at::vec::fmadd(n, V(-d::kLn2Low), r);
+  V p = at::vec::fmadd(V(d::kR4), r, V(d::kR3));
+  p = at::vec::fmadd(p, r, V(d::kR2));
+  p = at::vec::fmadd(p, r, V(d::kR1));
+  p = at::vec::fmadd(p, r, V(d::kR0));
+  p = at::vec::fmadd(r * r, p, r + one);
+  const V far = one - V(2.0f) / (times_power_of_two(p, n) + one);
+
+  const V magnitude = V::blendv(far, near_zero, a < V(d::kPolynomialBelow));
+  const V result = magnitude | (x & V(-0.0f));  // x's sign bit
+  return V::blendv(result, x, x != x);          // NaN stays NaN
 }
 
 #else
