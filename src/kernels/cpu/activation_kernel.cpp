@@ -149,30 +149,13 @@ void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op
     });
   }
 
-  double totals[kTotals] = {0, 0, 0, 0, 0, 0};
-  for (auto& a : acc) {
-    for (int k = 0; k < kTotals; ++k) totals[k] += a.totals[k];
-  }
   int64_t alive_units = 0;
   for (int64_t c = 0; c < units; ++c) {
     bool any = false;
     for (int t = 0; t < num_threads && !any; ++t) any = alive[static_cast<size_t>(t * units + c)] > T(0);
     alive_units += any ? 1 : 0;
   }
-  stats[slot::kSaturated] = totals[0];
-  stats[slot::kDerivativeSum] = totals[1];
-  stats[slot::kInputSum] = totals[2];
-  stats[slot::kInputSumSq] = totals[3];
-  stats[slot::kOutputSum] = totals[4];
-  stats[slot::kOutputSumSq] = totals[5];
-  stats[slot::kDeadUnits] = static_cast<double>(units - alive_units);
-  // Rare path: only non-finite sums send us counting the non-finite outputs.
-  double nonfinite = 0.0;
-  if (!std::isfinite(totals[4]) || !std::isfinite(totals[5])) {
-    const int64_t n = layout.outer * units * layout.inner;
-    for (int64_t i = 0; i < n; ++i) nonfinite += std::isfinite(y[i]) ? 0.0 : 1.0;
-  }
-  stats[slot::kNonFiniteOutput] = nonfinite;
+  finish_forward_stats(acc, static_cast<double>(units - alive_units), y, layout.outer * units * layout.inner, stats);
 }
 
 void activation_forward_kernel(const at::Tensor& input, const at::Tensor& output,

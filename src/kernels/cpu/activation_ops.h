@@ -3,6 +3,7 @@
 // only from kernel sources (compiled per CPU capability).
 #pragma once
 
+#include "bnlab/nn/probe.h"
 #include "kernels/activation.h"
 #include "kernels/cpu/fast_tanh.h"
 #include "kernels/cpu/vec_helpers.h"
@@ -11,6 +12,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace bnlab::kernels::cpu {
 inline namespace CPU_CAPABILITY {
@@ -232,6 +234,29 @@ struct ForwardTotals {
     for (int k = 0; k < kTotals; ++k) totals[k] += other.totals[k];
   }
 };
+
+// Writes the totals of the forward into the activation_stat row.
+template <typename T>
+void finish_forward_stats(const std::vector<ForwardTotals<T>>& acc, double dead_units, const T* y, int64_t n,
+                          double* stats) {
+  double totals[kTotals] = {0, 0, 0, 0, 0, 0};
+  for (const auto& a : acc) {
+    for (int k = 0; k < kTotals; ++k) totals[k] += a.totals[k];
+  }
+  stats[nn::activation_stat::kSaturated] = totals[0];
+  stats[nn::activation_stat::kDerivativeSum] = totals[1];
+  stats[nn::activation_stat::kInputSum] = totals[2];
+  stats[nn::activation_stat::kInputSumSq] = totals[3];
+  stats[nn::activation_stat::kOutputSum] = totals[4];
+  stats[nn::activation_stat::kOutputSumSq] = totals[5];
+  stats[nn::activation_stat::kDeadUnits] = dead_units;
+  // Rare path: only non-finite sums send us counting the non-finite outputs.
+  double nonfinite = 0.0;
+  if (!std::isfinite(totals[4]) || !std::isfinite(totals[5])) {
+    for (int64_t i = 0; i < n; ++i) nonfinite += std::isfinite(y[i]) ? 0.0 : 1.0;
+  }
+  stats[nn::activation_stat::kNonFiniteOutput] = nonfinite;
+}
 
 }  // inline namespace CPU_CAPABILITY
 }  // namespace bnlab::kernels::cpu

@@ -40,29 +40,6 @@ bool all_lanes(const Vectorized<T>& mask) {
   return horizontal_max(V::blendv(V(T(1)), V(T(0)), mask)) == T(0);
 }
 
-// Writes the totals of the forward into the activation_stat row.
-template <typename T>
-void finish_forward_stats(std::vector<ForwardTotals<T>>& acc, double dead_units, const T* y, int64_t n,
-                          double* stats) {
-  double totals[kTotals] = {0, 0, 0, 0, 0, 0};
-  for (auto& a : acc) {
-    for (int k = 0; k < kTotals; ++k) totals[k] += a.totals[k];
-  }
-  stats[slot::kSaturated] = totals[0];
-  stats[slot::kDerivativeSum] = totals[1];
-  stats[slot::kInputSum] = totals[2];
-  stats[slot::kInputSumSq] = totals[3];
-  stats[slot::kOutputSum] = totals[4];
-  stats[slot::kOutputSumSq] = totals[5];
-  stats[slot::kDeadUnits] = dead_units;
-  // Rare path: only non-finite sums send us counting the non-finite outputs.
-  double nonfinite = 0.0;
-  if (!std::isfinite(totals[4]) || !std::isfinite(totals[5])) {
-    for (int64_t i = 0; i < n; ++i) nonfinite += std::isfinite(y[i]) ? 0.0 : 1.0;
-  }
-  stats[slot::kNonFiniteOutput] = nonfinite;
-}
-
 // ---- forward ------------------------------------------------------------------
 
 template <typename T, typename Op>
