@@ -31,7 +31,7 @@ inline void apply_forward(const T* x, T* y, int64_t n, const Op& op) {
   using V = Vectorized<T>;
   int64_t i = 0;
   for (; i + V::size() <= n; i += V::size()) op.forward(V::loadu(x + i)).store(y + i);
-  if (i < n) op.forward(V::loadu(x + i, n - i)).store(y + i, static_cast<int>(n - i));
+  if (i < n) store_partial(op.forward(load_partial(x + i, n - i)), y + i, n - i);
 }
 
 template <typename T, typename Op>
@@ -94,7 +94,7 @@ void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op
           if (full < inner) {
             const int64_t count = inner - full;
             // Lanes outside the data count as saturated: they must not keep a unit alive.
-            all_sat = all_sat & a.add_masked(op, V::loadu(xp + full, count), V::loadu(yp + full, count), tail_mask);
+            all_sat = all_sat & a.add_masked(op, load_partial(xp + full, count), load_partial(yp + full, count), tail_mask);
           }
           if (horizontal_max(V::blendv(one, V(T(0)), all_sat)) == T(1)) alive_t[b % units] = T(1);
         }
@@ -121,7 +121,7 @@ void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op
         if (count == W) {
           at::vec::maximum(V::loadu(where), unsat).store(where);
         } else {
-          at::vec::maximum(V::loadu(where, count), unsat).store(where, static_cast<int>(count));
+          store_partial(at::vec::maximum(load_partial(where, count), unsat), where, count);
         }
       };
       for (int64_t chunk = begin; chunk < end; chunk += rows_per_chunk) {
@@ -138,8 +138,8 @@ void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op
           const int64_t count = units - full;
           V all_sat = all_set;
           for (int64_t r = chunk; r < chunk_end; ++r) {
-            all_sat = all_sat & a.add_masked(op, V::loadu(x + r * units + full, count),
-                                             V::loadu(y + r * units + full, count), tail_mask);
+            all_sat = all_sat & a.add_masked(op, load_partial(x + r * units + full, count),
+                                             load_partial(y + r * units + full, count), tail_mask);
           }
           mark_alive(alive_t + full, all_sat, count);
         }
@@ -213,9 +213,9 @@ void activation_backward_kernel(const at::Tensor& grad_output, const at::Tensor&
         }
         if (i < end) {
           const int64_t count = end - i;
-          const V g = V::loadu(gy + i, count);
-          const V r = g * op.derivative(V::loadu(v + i, count));
-          r.store(gx + i, static_cast<int>(count));
+          const V g = load_partial(gy + i, count);
+          const V r = g * op.derivative(load_partial(v + i, count));
+          store_partial(r, gx + i, count);
           if (stats != nullptr) {
             const V valid = lane_mask<T>(count);
             gy2 = gy2 + V::blendv(zero, g * g, valid);

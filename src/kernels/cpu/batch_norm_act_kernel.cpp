@@ -92,9 +92,9 @@ void forward_impl(const at::Tensor& xt, const at::Tensor& yt, const BatchNormLay
           }
           if (full < L.inner) {
             const int64_t count = L.inner - full;
-            const V z = at::vec::fmadd(V::loadu(xp + full, count) - mu, scale, shift);
+            const V z = at::vec::fmadd(load_partial(xp + full, count) - mu, scale, shift);
             const V yv = op.forward(z);
-            yv.store(yp + full, static_cast<int>(count));
+            store_partial(yv, yp + full, count);
             if (want_stats) all_sat = all_sat & tot->add_masked(op, z, yv, tail_mask);
           }
         }
@@ -139,9 +139,9 @@ void forward_impl(const at::Tensor& xt, const at::Tensor& yt, const BatchNormLay
         } else {
           const V valid = lane_mask<T>(k);
           for (int64_t r = b0; r < b1; ++r) {
-            const V z = at::vec::fmadd(V::loadu(x + r * C + c, k) - m, s, b);
+            const V z = at::vec::fmadd(load_partial(x + r * C + c, k) - m, s, b);
             const V yv = op.forward(z);
-            yv.store(y + r * C + c, static_cast<int>(k));
+            store_partial(yv, y + r * C + c, k);
             all_sat = all_sat & tot->add_masked(op, z, yv, valid);
           }
         }
@@ -181,7 +181,7 @@ struct Coefficients {
 template <bool Masked, typename T>
 inline Vectorized<T> load_n(const T* p, int64_t k) {
   if constexpr (Masked) {
-    return Vectorized<T>::loadu(p, k);
+    return load_partial(p, k);
   } else {
     (void)k;
     return Vectorized<T>::loadu(p);
@@ -191,7 +191,7 @@ inline Vectorized<T> load_n(const T* p, int64_t k) {
 template <bool Masked, typename T>
 inline void store_n(const Vectorized<T>& v, T* p, int64_t k) {
   if constexpr (Masked) {
-    v.store(p, static_cast<int>(k));
+    store_partial(v, p, k);
   } else {
     (void)k;
     v.store(p);

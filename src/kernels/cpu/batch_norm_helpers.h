@@ -62,7 +62,7 @@ double span_sum(const T* x, int64_t len) {
   V acc(T(0));
   int64_t i = 0;
   for (; i + V::size() <= len; i += V::size()) acc = acc + V::loadu(x + i);
-  if (i < len) acc = acc + V::loadu(x + i, len - i);  // partial loads zero the other lanes
+  if (i < len) acc = acc + load_partial(x + i, len - i);  // partial loads zero the other lanes
   return horizontal_sum(acc);
 }
 
@@ -85,7 +85,7 @@ void span_moments(const T* x, int64_t len, Moments& into) {
       a2 = at::vec::fmadd(v, v, a2);
     }
     if (i < m) {
-      const V v = V::blendv(V(T(0)), V::loadu(p + i, m - i) - sv, lane_mask<T>(m - i));
+      const V v = V::blendv(V(T(0)), load_partial(p + i, m - i) - sv, lane_mask<T>(m - i));
       a1 = a1 + v;
       a2 = at::vec::fmadd(v, v, a2);
     }
@@ -153,7 +153,7 @@ void for_row_channel_blocks(int64_t r0, int64_t r1, int64_t C, F&& f) {
 // Loads W (or k < W, zero-filling) values.
 template <typename T>
 inline Vectorized<T> load(const T* p, int64_t k) {
-  return k == Vectorized<T>::size() ? Vectorized<T>::loadu(p) : Vectorized<T>::loadu(p, k);
+  return k == Vectorized<T>::size() ? Vectorized<T>::loadu(p) : load_partial(p, k);
 }
 
 template <typename T>
@@ -161,7 +161,7 @@ inline void store(const Vectorized<T>& v, T* p, int64_t k) {
   if (k == Vectorized<T>::size()) {
     v.store(p);
   } else {
-    v.store(p, static_cast<int>(k));
+    store_partial(v, p, k);
   }
 }
 

@@ -37,7 +37,7 @@ double map_span(T* out, int64_t len, bool want_sq, const F& f) {
   if (i < len) {
     const int64_t count = len - i;
     const V r = f(i, count);
-    r.store(out + i, static_cast<int>(count));
+    store_partial(r, out + i, count);
     if (want_sq) {
       const V rm = V::blendv(V(T(0)), r, lane_mask<T>(count));
       sq = at::vec::fmadd(rm, rm, sq);
@@ -69,9 +69,9 @@ void span_reduce(const T* g, const T* x, int64_t len, T mu, double& sum_dy, doub
   }
   if (i < len) {
     const int64_t count = len - i;
-    const V gv = V::loadu(g + i, count);  // zero lanes contribute nothing below
+    const V gv = load_partial(g + i, count);  // zero lanes contribute nothing below
     a1 = a1 + gv;
-    a2 = at::vec::fmadd(gv, V::loadu(x + i, count) - m, a2);
+    a2 = at::vec::fmadd(gv, load_partial(x + i, count) - m, a2);
     if (g2 != nullptr) a3 = at::vec::fmadd(gv, gv, a3);
   }
   sum_dy += horizontal_sum(a1);
@@ -109,13 +109,13 @@ double span_backward_eval(const T* g, const T* x, T* dx, int64_t len, T mu, T a,
   }
   if (i < len) {
     const int64_t count = len - i;
-    const V gv = V::loadu(g + i, count);
+    const V gv = load_partial(g + i, count);
     a1 = a1 + gv;
-    a2 = at::vec::fmadd(gv, V::loadu(x + i, count) - m, a2);
+    a2 = at::vec::fmadd(gv, load_partial(x + i, count) - m, a2);
     if (g2 != nullptr) a3 = at::vec::fmadd(gv, gv, a3);
     if (dx != nullptr) {
       const V r = gv * av;  // zero in the missing lanes
-      r.store(dx + i, static_cast<int>(count));
+      store_partial(r, dx + i, count);
       if (want_dx2) d2 = at::vec::fmadd(r, r, d2);
     }
   }

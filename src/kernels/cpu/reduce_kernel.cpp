@@ -83,9 +83,9 @@ void parameter_stats_one(const T* p, const T* g, T* snap, int64_t n, double* out
     if (i < end) {
       // Partial loads zero the missing lanes, which add nothing to the sums.
       const int64_t count = end - i;
-      const V theta = V::loadu(p + i, count);
-      step(theta, V::loadu(snap + i, count), g != nullptr ? V::loadu(g + i, count) : zero);
-      theta.store(snap + i, static_cast<int>(count));
+      const V theta = load_partial(p + i, count);
+      step(theta, load_partial(snap + i, count), g != nullptr ? load_partial(g + i, count) : zero);
+      store_partial(theta, snap + i, count);
     }
     flush();
   });
@@ -141,7 +141,7 @@ void sum_squares_kernel(const at::Tensor& t, double* out) {
         }
       }
       if (i < end) {
-        const V v = V::loadu(x + i, end - i);
+        const V v = load_partial(x + i, end - i);
         s2 = s2 + v * v;
       }
       acc += horizontal_sum(s2);
