@@ -24,44 +24,52 @@ float key_value(uint32_t k) {
   return f;
 }
 
-// The order statistics at `ranks` (ascending) of keys[0..n), by most-significant-
-// digit radix selection: one 256-bucket histogram per byte, descending only into
-// the buckets that hold a wanted rank. Exact, and O(n) with a small constant.
-void select_ranks(const uint32_t* keys, size_t n, int shift, const std::vector<size_t>& ranks,
-                  std::vector<uint32_t>& out) {
-  if (n <= 64 || shift < 0) {
+// The order statistics at `ranks` (ascending, distinct) of keys, written to
+// out[0..ranks.size()). Most-significant-digit radix selection: a histogram of
+// the top 12 bits (sign, exponent and 3 mantissa bits: buckets an eighth of an
+// octave wide), one pass that gathers the buckets holding a wanted rank, and
+// the same again on each gathered bucket with the next digit; buckets small
+// enough are sorted. Exact; two passes over the data for typical activations.
+void select_ranks(const uint32_t* keys, size_t n, int level, const size_t* ranks, size_t num_ranks, uint32_t* out) {
+  static constexpr int kShift[] = {20, 8, 0};
+  static constexpr uint32_t kDigits[] = {4096, 4096, 256};
+  if (n <= 128 || level == 3) {
     std::vector<uint32_t> sorted(keys, keys + n);
     std::sort(sorted.begin(), sorted.end());
-    for (size_t r : ranks) out.push_back(sorted[r]);
+    for (size_t i = 0; i < num_ranks; ++i) out[i] = sorted[ranks[i]];
     return;
   }
-  size_t counts[256] = {0};
-  for (size_t i = 0; i < n; ++i) ++counts[(keys[i] >> shift) & 0xFFU];
-  // The buckets holding a wanted rank, and the ranks relative to each.
-  int slot_of[256];
-  std::fill(std::begin(slot_of), std::end(slot_of), -1);
-  std::vector<std::vector<size_t>> inside;
-  std::vector<std::vector<uint32_t>> buckets;
+  const int shift = kShift[level];
+  const uint32_t digits = kDigits[level];
+  std::vector<uint32_t> counts(digits, 0);
+  for (size_t i = 0; i < n; ++i) ++counts[(keys[i] >> shift) & (digits - 1)];
+  // The buckets holding a wanted rank: their first rank and the rank offset.
+  std::vector<int16_t> slot_of(digits, -1);
+  std::vector<size_t> first_rank, bucket_start;
   size_t start = 0;
   size_t next = 0;
-  for (int b = 0; b < 256 && next < ranks.size(); ++b) {
+  for (uint32_t b = 0; b < digits && next < num_ranks; ++b) {
     const size_t end = start + counts[b];
-    if (next < ranks.size() && ranks[next] < end) {
-      slot_of[b] = static_cast<int>(inside.size());
-      inside.emplace_back();
-      while (next < ranks.size() && ranks[next] < end) inside.back().push_back(ranks[next++] - start);
-      buckets.emplace_back();
-      buckets.back().reserve(counts[b]);
+    if (ranks[next] < end) {
+      slot_of[b] = static_cast<int16_t>(first_rank.size());
+      first_rank.push_back(next);
+      bucket_start.push_back(start);
+      while (next < num_ranks && ranks[next] < end) ++next;
     }
     start = end;
   }
-  // One pass distributes the elements of the wanted buckets.
+  first_rank.push_back(num_ranks);
+  // One pass gathers every wanted bucket.
+  std::vector<std::vector<uint32_t>> buckets(bucket_start.size());
   for (size_t i = 0; i < n; ++i) {
-    const int slot = slot_of[(keys[i] >> shift) & 0xFFU];
+    const int slot = slot_of[(keys[i] >> shift) & (digits - 1)];
     if (slot >= 0) buckets[static_cast<size_t>(slot)].push_back(keys[i]);
   }
+  std::vector<size_t> local;
   for (size_t k = 0; k < buckets.size(); ++k) {
-    select_ranks(buckets[k].data(), buckets[k].size(), shift - 8, inside[k], out);
+    local.clear();
+    for (size_t r = first_rank[k]; r < first_rank[k + 1]; ++r) local.push_back(ranks[r] - bucket_start[k]);
+    select_ranks(buckets[k].data(), buckets[k].size(), level + 1, local.data(), local.size(), out + first_rank[k]);
   }
 }
 
@@ -77,18 +85,19 @@ std::vector<double> sample_quantiles(const float* sample, int64_t count, const s
   }
   // torch.quantile's definition: linear interpolation at position q·(n − 1),
   // between the order statistics lo = ⌊pos⌋ and lo + 1.
-  std::vector<size_t> ranks;
+  const auto last = static_cast<size_t>(count - 1);
   std::vector<double> positions(qs.size());
+  std::vector<size_t> ranks;
   for (size_t k = 0; k < qs.size(); ++k) {
-    positions[k] = std::clamp(qs[k], 0.0, 1.0) * static_cast<double>(count - 1);
+    positions[k] = std::clamp(qs[k], 0.0, 1.0) * static_cast<double>(last);
     const auto lo = static_cast<size_t>(std::floor(positions[k]));
     ranks.push_back(lo);
-    ranks.push_back(std::min(lo + 1, static_cast<size_t>(count - 1)));
+    ranks.push_back(std::min(lo + 1, last));
   }
   std::sort(ranks.begin(), ranks.end());
   ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
-  std::vector<uint32_t> selected;
-  select_ranks(keys.data(), keys.size(), 24, ranks, selected);
+  std::vector<uint32_t> selected(ranks.size());
+  select_ranks(keys.data(), keys.size(), 0, ranks.data(), ranks.size(), selected.data());
   auto value_at = [&](size_t rank) {
     const auto it = std::lower_bound(ranks.begin(), ranks.end(), rank);
     return static_cast<double>(key_value(selected[static_cast<size_t>(it - ranks.begin())]));
@@ -96,7 +105,7 @@ std::vector<double> sample_quantiles(const float* sample, int64_t count, const s
   for (size_t k = 0; k < qs.size(); ++k) {
     const auto lo = static_cast<size_t>(std::floor(positions[k]));
     const double a = value_at(lo);
-    const double b = value_at(std::min(lo + 1, static_cast<size_t>(count - 1)));
+    const double b = value_at(std::min(lo + 1, last));
     out[k] = a + (positions[k] - static_cast<double>(lo)) * (b - a);
   }
   return out;

@@ -266,6 +266,30 @@ TEST(ActivationSample, LargeInputsGiveAnEvenlyStridedSample) {
   EXPECT_TRUE(assert_close(torch::tensor(est, torch::kDouble), full, {0.0, 0.06}));
 }
 
+TEST(ActivationSample, QuantilesOfClusteredAndTiedValuesMatchTorch) {
+  // The selection buckets values by their top bits, then by the next ones:
+  // values crowded into one bucket, many ties, both signs with ±0 and
+  // denormals exercise every level of it.
+  torch::manual_seed(26);
+  const int64_t n = bnlab::nn::kProbeSampleSize;
+  std::vector<std::pair<std::string, torch::Tensor>> cases = {
+      {"crowded in [1, 1.1)", 1.0 + 0.1 * torch::rand({n})},
+      {"crowded in [1, 1 + 1e-5)", 1.0 + 1e-5 * torch::rand({n})},
+      {"five distinct values", torch::randint(0, 5, {n}).to(torch::kFloat) + 3.0},
+      {"all equal", torch::full({n}, -2.5)},
+      {"signs, zeros and denormals",
+       torch::cat({torch::randn({n - 6}), torch::tensor({0.0f, -0.0f, 1e-40f, -1e-40f, -1e30f, 1e30f})})},
+  };
+  const std::vector<double> qs{0.0, 0.15, 0.5, 0.85, 1.0, 0.333};
+  for (const auto& [name, values] : cases) {
+    SCOPED_TRACE(name);
+    auto x = values.to(torch::kFloat).contiguous();
+    auto ours = bnlab::nn::sample_quantiles(x.data_ptr<float>(), x.numel(), qs);
+    auto theirs = torch::quantile(x.to(torch::kDouble), torch::tensor(qs, torch::kDouble));
+    EXPECT_TRUE(assert_close(torch::tensor(ours, torch::kDouble), theirs, {1e-12, 0.0}));
+  }
+}
+
 TEST(ActivationSample, NaNGivesNaNQuantiles) {
   std::vector<float> v{1.0f, std::nanf(""), 3.0f};
   auto q = bnlab::nn::sample_quantiles(v.data(), 3, {0.5});

@@ -120,7 +120,7 @@ void forward_impl(const at::Tensor& xt, const at::Tensor& yt, const BatchNormLay
     at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
       const int t = at::get_thread_num();
       ForwardTotals<T>* tot = want_stats ? &acc[static_cast<size_t>(t)] : nullptr;
-      for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, int64_t k, int64_t b0, int64_t b1) {
+      for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
         const V m = load(mu.data() + c, k), s = load(scale.data() + c, k), b = load(shift.data() + c, k);
         if (!want_stats) {
           for (int64_t r = b0; r < b1; ++r) {
@@ -328,7 +328,7 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
       double* p1 = partial.data() + t * 2 * C;
       double* p2 = p1 + C;
       double lg2 = 0, ldz2 = 0;
-      for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, int64_t k, int64_t b0, int64_t b1) {
+      for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
         const Coefficients<T> k_ = block_coefficients(c, k);
         const V valid = lane_mask<T>(k);
         BackwardSums<T> s;
@@ -386,7 +386,7 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
         cvec[static_cast<size_t>(c)] = static_cast<T>(cc);
       }
       at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
-        for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, int64_t k, int64_t b0, int64_t b1) {
+        for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
           const Coefficients<T> k_ = block_coefficients(c, k);
           const V bv = load(bvec.data() + c, k), cv = load(cvec.data() + c, k);
           auto rows = [&](auto masked) {

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 namespace bnlab::kernels::cpu {
@@ -136,29 +137,43 @@ struct ChannelParam {
 
 // ---- channel-minor (rows of C) helpers --------------------------------------
 
+// The channel count of a whole block of W channels, known at compile time, so
+// the loads and stores of whole blocks compile without a lane-count test.
+template <typename T>
+using WholeBlock = std::integral_constant<int64_t, Vectorized<T>::size()>;
+
 // Loops of the channel-minor layout: row blocks (cache-sized) × blocks of W
 // channels, so each lane keeps its channel and accumulators stay in registers
 // while the block's rows stream past. `f(c, k, row_begin, row_end)` handles the
-// k ≤ W channels starting at c.
+// k ≤ W channels starting at c; f is a generic lambda (`auto k`): whole blocks
+// get k as WholeBlock<T>, the last partial block as an int64_t.
 template <typename T, typename F>
 void for_row_channel_blocks(int64_t r0, int64_t r1, int64_t C, F&& f) {
   constexpr int64_t W = Vectorized<T>::size();
   const int64_t block = std::max<int64_t>(kMinBlockRows, kRowBlockElements / C);
   for (int64_t b0 = r0; b0 < r1; b0 += block) {
     const int64_t b1 = std::min(r1, b0 + block);
-    for (int64_t c = 0; c < C; c += W) f(c, std::min<int64_t>(W, C - c), b0, b1);
+    int64_t c = 0;
+    for (; c + W <= C; c += W) f(c, WholeBlock<T>{}, b0, b1);
+    if (c < C) f(c, C - c, b0, b1);
   }
 }
 
 // Loads W (or k < W, zero-filling) values.
-template <typename T>
-inline Vectorized<T> load(const T* p, int64_t k) {
-  return k == Vectorized<T>::size() ? Vectorized<T>::loadu(p) : load_partial(p, k);
+template <typename T, typename K>
+inline Vectorized<T> load(const T* p, K k) {
+  if constexpr (std::is_same_v<K, WholeBlock<T>>) {
+    return Vectorized<T>::loadu(p);
+  } else {
+    return k == Vectorized<T>::size() ? Vectorized<T>::loadu(p) : load_partial(p, k);
+  }
 }
 
-template <typename T>
-inline void store(const Vectorized<T>& v, T* p, int64_t k) {
-  if (k == Vectorized<T>::size()) {
+template <typename T, typename K>
+inline void store(const Vectorized<T>& v, T* p, K k) {
+  if constexpr (std::is_same_v<K, WholeBlock<T>>) {
+    v.store(p);
+  } else if (k == Vectorized<T>::size()) {
     v.store(p);
   } else {
     store_partial(v, p, k);
@@ -176,7 +191,7 @@ void rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, Moments* acc) {
   using V = Vectorized<T>;
   constexpr int64_t W = V::size();
   std::vector<double> mean(static_cast<size_t>(C), 0.0), m2(static_cast<size_t>(C), 0.0);
-  for_row_channel_blocks<T>(r0, r1, C, [&](int64_t c, int64_t k, int64_t b0, int64_t b1) {
+  for_row_channel_blocks<T>(r0, r1, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
     const double b = static_cast<double>(b1 - b0);
     const double before = static_cast<double>(b0 - r0);
     const double inv_b = 1.0 / b;

@@ -131,7 +131,7 @@ double rows_transform(const T* x, T* y, int64_t r0, int64_t r1, int64_t C, const
                       const T* shift, bool want_y2) {
   using V = Vectorized<T>;
   V y2(T(0));
-  for_row_channel_blocks<T>(r0, r1, C, [&](int64_t c, int64_t k, int64_t b0, int64_t b1) {
+  for_row_channel_blocks<T>(r0, r1, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
     const V m = load(mu + c, k), s = load(scale + c, k), b = load(shift + c, k);  // zero lanes give y = 0
     for (int64_t r = b0; r < b1; ++r) {
       const V v = at::vec::fmadd(load(x + r * C + c, k) - m, s, b);
@@ -352,7 +352,7 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
           double* p1 = partial.data() + t * 2 * C;
           double* p2 = p1 + C;
           V lg2(T(0)), ldx2(T(0));
-          for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, int64_t k, int64_t b0, int64_t b1) {
+          for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
             const V m = load(mu.data() + c, k), ac = load(av.data() + c, k);
             V s1(T(0)), s2(T(0));
             for (int64_t r = b0; r < b1; ++r) {
@@ -420,7 +420,7 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
       }
       at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
         V ldx2(T(0));
-        for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, int64_t k, int64_t b0, int64_t b1) {
+        for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
           const V m = load(mu.data() + c, k), ac = load(av.data() + c, k), bc = load(bv.data() + c, k),
                   cc = load(cv.data() + c, k);
           for (int64_t r = b0; r < b1; ++r) {
