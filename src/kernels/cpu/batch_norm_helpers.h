@@ -197,18 +197,36 @@ void rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, Moments* acc) {
     const double inv_b = 1.0 / b;
     const double w_mean = b / (before + b);
     const double w_m2 = before * b / (before + b);
-    V sum(T(0));
-    for (int64_t r = b0; r < b1; ++r) sum = sum + load(x + r * C + c, k);
+    // Four rows at a time into independent sums: one running sum would make
+    // each pass a chain of dependent adds (4 cycles each), slower than the
+    // loads it consumes, and the second pass cannot start before the first ends.
+    V s[4] = {V(T(0)), V(T(0)), V(T(0)), V(T(0))};
+    int64_t r = b0;
+    for (; r + 4 <= b1; r += 4) {
+      for (int u = 0; u < 4; ++u) s[u] = s[u] + load(x + (r + u) * C + c, k);
+    }
+    for (; r < b1; ++r) s[0] = s[0] + load(x + r * C + c, k);
+    const V sum = (s[0] + s[1]) + (s[2] + s[3]);
     T shift_lanes[W];
     sum.store(shift_lanes);
     for (int64_t j = 0; j < W; ++j) shift_lanes[j] = static_cast<T>(static_cast<double>(shift_lanes[j]) * inv_b);
     const V shift = V::loadu(shift_lanes);
-    V d1(T(0)), d2(T(0));
-    for (int64_t r = b0; r < b1; ++r) {
-      const V v = load(x + r * C + c, k) - shift;  // missing lanes: unused below
-      d1 = d1 + v;
-      d2 = at::vec::fmadd(v, v, d2);
+    V p1[2] = {V(T(0)), V(T(0))}, p2[2] = {V(T(0)), V(T(0))};
+    r = b0;
+    for (; r + 2 <= b1; r += 2) {
+      for (int u = 0; u < 2; ++u) {
+        const V v = load(x + (r + u) * C + c, k) - shift;  // missing lanes: unused below
+        p1[u] = p1[u] + v;
+        p2[u] = at::vec::fmadd(v, v, p2[u]);
+      }
     }
+    if (r < b1) {
+      const V v = load(x + r * C + c, k) - shift;
+      p1[0] = p1[0] + v;
+      p2[0] = at::vec::fmadd(v, v, p2[0]);
+    }
+    const V d1 = p1[0] + p1[1];
+    const V d2 = p2[0] + p2[1];
     T l1[W], l2[W];
     d1.store(l1);
     d2.store(l2);

@@ -125,20 +125,40 @@ double span_backward_eval(const T* g, const T* x, T* dx, int64_t len, T mu, T a,
   return want_dx2 ? horizontal_sum(d2) : 0.0;
 }
 
-// y[r, c] = (x[r, c] − mu[c])·scale[c] + shift[c] for rows [r0, r1).
+// Row by row, in memory order: y[r, ·] = (x[r, ·] − mu)·scale + shift over C
+// channels, W at a time (the partial last vector masked). Elementwise passes
+// go row-major so x and y stream sequentially for the prefetchers; the
+// coefficient vectors are reloaded from L1 (3·C values) rather than kept in
+// registers, which works for any C.
+template <typename T, typename F>
+inline void rows_elementwise(int64_t r0, int64_t r1, int64_t C, F&& f) {
+  constexpr int64_t W = Vectorized<T>::size();
+  const int64_t full = C - C % W;
+  for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t c = 0; c < full; c += W) f(r * C + c, c, WholeBlock<T>{});
+    if (full < C) f(r * C + full, full, C - full);
+  }
+}
+
+// y[r, c] = (x[r, c] − mu[c])·scale[c] + shift[c] for rows [r0, r1); returns Σy² when asked.
 template <typename T>
 double rows_transform(const T* x, T* y, int64_t r0, int64_t r1, int64_t C, const T* mu, const T* scale,
                       const T* shift, bool want_y2) {
   using V = Vectorized<T>;
   V y2(T(0));
-  for_row_channel_blocks<T>(r0, r1, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
-    const V m = load(mu + c, k), s = load(scale + c, k), b = load(shift + c, k);  // zero lanes give y = 0
-    for (int64_t r = b0; r < b1; ++r) {
-      const V v = at::vec::fmadd(load(x + r * C + c, k) - m, s, b);
-      store(v, y + r * C + c, k);
-      if (want_y2) y2 = at::vec::fmadd(v, v, y2);
-    }
-  });
+  auto run = [&](auto want_y2_c) {
+    rows_elementwise<T>(r0, r1, C, [&](int64_t i, int64_t c, auto k) {
+      // Missing lanes load zero coefficients, so they give y = 0 (nothing added to Σy²).
+      const V v = at::vec::fmadd(load(x + i, k) - load(mu + c, k), load(scale + c, k), load(shift + c, k));
+      store(v, y + i, k);
+      if constexpr (decltype(want_y2_c)::value) y2 = at::vec::fmadd(v, v, y2);
+    });
+  };
+  if (want_y2) {
+    run(std::true_type{});
+  } else {
+    run(std::false_type{});
+  }
   return want_y2 ? horizontal_sum(y2) : 0.0;
 }
 
@@ -420,14 +440,11 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
       }
       at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
         V ldx2(T(0));
-        for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
-          const V m = load(mu.data() + c, k), ac = load(av.data() + c, k), bc = load(bv.data() + c, k),
-                  cc = load(cv.data() + c, k);
-          for (int64_t r = b0; r < b1; ++r) {
-            const V v = load(g + r * C + c, k) * ac - ((load(x + r * C + c, k) - m) * bc + cc);
-            store(v, dx + r * C + c, k);
-            if (want_dx2) ldx2 = at::vec::fmadd(v, v, ldx2);  // zero lanes: all terms zero
-          }
+        rows_elementwise<T>(begin, end, C, [&](int64_t i, int64_t c, auto k) {
+          const V v = load(g + i, k) * load(av.data() + c, k) -
+                      ((load(x + i, k) - load(mu.data() + c, k)) * load(bv.data() + c, k) + load(cv.data() + c, k));
+          store(v, dx + i, k);
+          if (want_dx2) ldx2 = at::vec::fmadd(v, v, ldx2);  // zero lanes: all terms zero
         });
         dx2() += horizontal_sum(ldx2);
       });
