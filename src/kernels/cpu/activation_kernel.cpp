@@ -99,8 +99,7 @@ void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op
           if (horizontal_max(V::blendv(one, V(T(0)), all_sat)) == T(1)) alive_t[b % units] = T(1);
         }
       }
-      a.flush();
-      acc[static_cast<size_t>(t)].add(a);
+      add_thread_totals(acc, a);
     });
   } else {
     // Rows of `units` elements, one per unit; chunks of whole rows. Blocks of
@@ -144,8 +143,7 @@ void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op
           mark_alive(alive_t + full, all_sat, count);
         }
       }
-      a.flush();
-      acc[static_cast<size_t>(t)].add(a);
+      add_thread_totals(acc, a);
     });
   }
 

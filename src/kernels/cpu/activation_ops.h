@@ -8,6 +8,7 @@
 #include "kernels/cpu/fast_tanh.h"
 #include "kernels/cpu/vec_helpers.h"
 
+#include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
 #include <cmath>
@@ -241,14 +242,22 @@ struct ForwardTotals {
   }
 };
 
+// Flushes a thread's local accumulator into its slot of `acc`. Kernels count
+// into a local ForwardTotals (whose vector sums then stay in registers) rather
+// than into acc[thread] through a reference.
+template <typename T>
+void add_thread_totals(std::vector<ForwardTotals<T>>& acc, ForwardTotals<T>& local) {
+  local.flush();
+  acc[static_cast<size_t>(at::get_thread_num())].add(local);
+}
+
 // Writes the totals of the forward into the activation_stat row.
 template <typename T>
 void finish_forward_stats(const std::vector<ForwardTotals<T>>& acc, double dead_units, const T* y, int64_t n,
                           double* stats) {
-  double totals[kTotals] = {0, 0, 0, 0, 0, 0};
-  for (const auto& a : acc) {
-    for (int k = 0; k < kTotals; ++k) totals[k] += a.totals[k];
-  }
+  ForwardTotals<T> sum;
+  for (const auto& a : acc) sum.add(a);
+  const double* totals = sum.totals;
   stats[nn::activation_stat::kSaturated] = totals[0];
   stats[nn::activation_stat::kDerivativeSum] = totals[1];
   stats[nn::activation_stat::kInputSum] = totals[2];

@@ -69,7 +69,8 @@ void forward_impl(const at::Tensor& xt, const at::Tensor& yt, const BatchNormLay
     const int64_t full = L.inner - L.inner % W;
     const V tail_mask = lane_mask<T>(L.inner - full);
     at::parallel_for(0, C, grain, [&](int64_t begin, int64_t end) {
-      ForwardTotals<T>* tot = want_stats ? &acc[static_cast<size_t>(at::get_thread_num())] : nullptr;
+      // A local accumulator (kept in registers), added to the thread's slot at the end.
+      ForwardTotals<T> tot;
       for (int64_t c = begin; c < end; ++c) {
         if (a.training) {
           Moments m;
@@ -88,19 +89,19 @@ void forward_impl(const at::Tensor& xt, const at::Tensor& yt, const BatchNormLay
             const V z = at::vec::fmadd(V::loadu(xp + i) - mu, scale, shift);
             const V yv = op.forward(z);
             yv.store(yp + i);
-            if (want_stats) all_sat = all_sat & tot->add_full(op, z, yv);
+            if (want_stats) all_sat = all_sat & tot.add_full(op, z, yv);
           }
           if (full < L.inner) {
             const int64_t count = L.inner - full;
             const V z = at::vec::fmadd(load_partial(xp + full, count) - mu, scale, shift);
             const V yv = op.forward(z);
             store_partial(yv, yp + full, count);
-            if (want_stats) all_sat = all_sat & tot->add_masked(op, z, yv, tail_mask);
+            if (want_stats) all_sat = all_sat & tot.add_masked(op, z, yv, tail_mask);
           }
         }
         if (want_stats && all_lanes(all_sat)) dead() += 1;
       }
-      if (tot != nullptr) tot->flush();
+      if (want_stats) add_thread_totals(acc, tot);
     });
   } else {
     if (a.training) {
@@ -119,7 +120,7 @@ void forward_impl(const at::Tensor& xt, const at::Tensor& yt, const BatchNormLay
     const int64_t grain = std::max<int64_t>(1, kGrainElements / C);
     at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
       const int t = at::get_thread_num();
-      ForwardTotals<T>* tot = want_stats ? &acc[static_cast<size_t>(t)] : nullptr;
+      ForwardTotals<T> tot;
       for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
         const V m = load(mu.data() + c, k), s = load(scale.data() + c, k), b = load(shift.data() + c, k);
         if (!want_stats) {
@@ -134,7 +135,7 @@ void forward_impl(const at::Tensor& xt, const at::Tensor& yt, const BatchNormLay
             const V z = at::vec::fmadd(V::loadu(x + r * C + c) - m, s, b);
             const V yv = op.forward(z);
             yv.store(y + r * C + c);
-            all_sat = all_sat & tot->add_full(op, z, yv);
+            all_sat = all_sat & tot.add_full(op, z, yv);
           }
         } else {
           const V valid = lane_mask<T>(k);
@@ -142,14 +143,14 @@ void forward_impl(const at::Tensor& xt, const at::Tensor& yt, const BatchNormLay
             const V z = at::vec::fmadd(load_partial(x + r * C + c, k) - m, s, b);
             const V yv = op.forward(z);
             store_partial(yv, y + r * C + c, k);
-            all_sat = all_sat & tot->add_masked(op, z, yv, valid);
+            all_sat = all_sat & tot.add_masked(op, z, yv, valid);
           }
         }
         T* where = alive.data() + t * C + c;
         const V unsat = V::blendv(V(T(1)), V(T(0)), all_sat);
         store(at::vec::maximum(load(where, k), unsat), where, k);
       });
-      if (tot != nullptr) tot->flush();
+      if (want_stats) add_thread_totals(acc, tot);
     });
     if (want_stats) {
       for (int64_t c = 0; c < C; ++c) {

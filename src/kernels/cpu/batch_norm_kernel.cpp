@@ -22,15 +22,16 @@ namespace {
 using at::vec::Vectorized;
 
 // out = f(i, k) over a span of `len` values: whole vectors, then a masked
-// tail; f returns the vector at offset i from its first k lanes (k is W except
-// at the tail). Returns Σ out² over the span when wanted.
+// tail; f returns the vector at offset i from its first k lanes (k is
+// WholeBlock<T> except at the tail, where it is an int64_t). Returns Σ out²
+// over the span when wanted.
 template <typename T, typename F>
 double map_span(T* out, int64_t len, bool want_sq, const F& f) {
   using V = Vectorized<T>;
   V sq(T(0));
   int64_t i = 0;
   for (; i + V::size() <= len; i += V::size()) {
-    const V r = f(i, V::size());
+    const V r = f(i, WholeBlock<T>{});
     r.store(out + i);
     if (want_sq) sq = at::vec::fmadd(r, r, sq);
   }
@@ -51,7 +52,7 @@ template <typename T>
 double span_transform(const T* x, T* y, int64_t len, T mu, T scale, T shift, bool want_y2) {
   using V = Vectorized<T>;
   const V m(mu), s(scale), b(shift);
-  return map_span(y, len, want_y2, [&](int64_t i, int64_t k) { return at::vec::fmadd(load(x + i, k) - m, s, b); });
+  return map_span(y, len, want_y2, [&](int64_t i, auto k) { return at::vec::fmadd(load(x + i, k) - m, s, b); });
 }
 
 // Σ g and Σ g·(x − mu) over a span.
@@ -85,7 +86,7 @@ double span_backward(const T* g, const T* x, T* dx, int64_t len, T mu, T a, T b,
   using V = Vectorized<T>;
   const V m(mu), av(a), bv(b), cv(c);
   return map_span(dx, len, want_dx2,
-                  [&](int64_t i, int64_t k) { return load(g + i, k) * av - ((load(x + i, k) - m) * bv + cv); });
+                  [&](int64_t i, auto k) { return load(g + i, k) * av - ((load(x + i, k) - m) * bv + cv); });
 }
 
 // Eval backward in one pass: dx = g·a and the two sums.
