@@ -6,6 +6,7 @@
 #include <bnlab/models/mlp.h>
 #include <bnlab/nn/modules/activation.h>
 #include <bnlab/nn/modules/batch_norm.h>
+#include <bnlab/optim/sgd.h>
 #include <bnlab/train/recorder.h>
 #include <bnlab/train/sink.h>
 
@@ -20,9 +21,12 @@ namespace bnlab::bench {
 namespace {
 
 // A training loop over pre-made batches; with a recorder when given one.
+// `Optimizer` is torch::optim::SGD (a user's own loop) or bnlab::optim::SGD
+// (what bnlab-train uses).
+template <typename Optimizer>
 struct TrainLoop {
   torch::nn::Sequential model;
-  std::unique_ptr<torch::optim::SGD> optimizer;
+  std::unique_ptr<Optimizer> optimizer;
   std::shared_ptr<train::Recorder> recorder;
   torch::Tensor inputs, targets;
   int64_t batch = 32;
@@ -32,7 +36,7 @@ struct TrainLoop {
   TrainLoop(torch::nn::Sequential m, torch::Tensor x, torch::Tensor y, int64_t batch_size, double learning_rate,
             double momentum)
       : model(std::move(m)), inputs(std::move(x)), targets(std::move(y)), batch(batch_size), lr(learning_rate) {
-    optimizer = std::make_unique<torch::optim::SGD>(model->parameters(),
+    optimizer = std::make_unique<Optimizer>(model->parameters(),
                                                     torch::optim::SGDOptions(lr).momentum(momentum));
   }
 
@@ -83,9 +87,9 @@ Comparison recorder_overhead(const BenchConfig& config) {
   auto tokens = torch::randint(0, 27, {examples, 3});
   auto next = torch::randint(0, 27, {examples});
   torch::manual_seed(1);
-  TrainLoop with(makemore_mlp(), tokens, next, 32, 0.1, 0.0);
+  TrainLoop<torch::optim::SGD> with(makemore_mlp(), tokens, next, 32, 0.1, 0.0);
   torch::manual_seed(1);
-  TrainLoop without(makemore_mlp(), tokens, next, 32, 0.1, 0.0);
+  TrainLoop<torch::optim::SGD> without(makemore_mlp(), tokens, next, 32, 0.1, 0.0);
   with.record_into(config.work_dir + "/recorder_overhead");
   auto c = interleave("makemore MLP step, recording every layer", timed([&] { with.run_step(); }),
                       timed([&] { without.run_step(); }), config.interleave);
@@ -104,7 +108,7 @@ Comparison python_step(const BenchConfig& config) {
   torch::manual_seed(0);
   auto x = torch::randn({examples, features});
   auto y = torch::randint(0, classes, {examples});
-  TrainLoop ours(models::make_mlp(models::MlpOptions(features, classes).depth(depth).width(width)), x, y, batch, lr,
+  TrainLoop<bnlab::optim::SGD> ours(models::make_mlp(models::MlpOptions(features, classes).depth(depth).width(width)), x, y, batch, lr,
                  momentum);
   ours.record_into(config.work_dir + "/python_step");
   Comparison c;

@@ -5,6 +5,7 @@
 #include "bnlab/nn/modules/sync_batch_norm.h"
 #include "bnlab/io/atomic_file.h"
 #include "bnlab/models/mlp.h"
+#include "bnlab/optim/sgd.h"
 #include "bnlab/train/recorder.h"
 #include "bnlab/train/trainer.h"
 
@@ -44,7 +45,8 @@ std::shared_ptr<torch::optim::Optimizer> make_optimizer(const RunConfig& c, cons
   if (c.optimizer == "adamw") {
     return std::make_shared<torch::optim::AdamW>(params, torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
   }
-  return std::make_shared<torch::optim::SGD>(
+  // bnlab's fused SGD: torch::optim::SGD's arithmetic in one pass per parameter.
+  return std::make_shared<bnlab::optim::SGD>(
       params, torch::optim::SGDOptions(c.lr).momentum(c.momentum).weight_decay(c.weight_decay));
 }
 

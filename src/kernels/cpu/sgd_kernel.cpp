@@ -1,0 +1,88 @@
+// bnlab::optim::SGD's fused update; compiled once per CPU capability.
+#include "kernels/cpu/sgd_kernel.h"
+
+#include "kernels/cpu/vec_helpers.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+namespace bnlab::kernels::cpu {
+inline namespace CPU_CAPABILITY {
+
+namespace {
+
+using at::vec::Vectorized;
+
+constexpr int64_t kGrain = 32768;
+
+// One parameter, elementwise, with the rounding of torch::optim::SGD's ops
+// (each of its tensor ops rounds once; a + α·b is one fused multiply-add):
+//   d   = g + λθ                                   (weight decay λ)
+//   buf = d on the first step, else μ·buf + (1 − τ)·d   (momentum μ, dampening τ)
+//   d   = d + μ·buf with Nesterov, else buf         (with momentum)
+//   θ   = θ − η·d                                  (learning rate η)
+template <typename T, bool kMomentum, bool kFirst>
+void sgd_one(const SgdJob& job, const SgdHyper& h) {
+  using V = Vectorized<T>;
+  constexpr int64_t W = V::size();
+  T* p = static_cast<T*>(job.param);
+  const T* g = static_cast<const T*>(job.grad);
+  T* buf = static_cast<T*>(job.momentum_buffer);
+  const T lr = static_cast<T>(h.lr), mu = static_cast<T>(h.momentum);
+  const T keep = static_cast<T>(1.0 - h.dampening), decay = static_cast<T>(h.weight_decay);
+  const bool weight_decay = h.weight_decay != 0.0, nesterov = h.nesterov;
+  const V lr_v(-lr), mu_v(mu), keep_v(keep), decay_v(decay);
+  auto update = [&](V theta, V grad, V old_buf, V* new_buf) {
+    V d = weight_decay ? at::vec::fmadd(theta, decay_v, grad) : grad;
+    if constexpr (kMomentum) {
+      const V b = kFirst ? d : at::vec::fmadd(d, keep_v, old_buf * mu_v);
+      *new_buf = b;
+      d = nesterov ? at::vec::fmadd(b, mu_v, d) : b;
+    }
+    return at::vec::fmadd(d, lr_v, theta);
+  };
+  at::parallel_for(0, job.numel, kGrain, [&](int64_t begin, int64_t end) {
+    int64_t i = begin;
+    V new_buf;
+    for (; i + W <= end; i += W) {
+      const V old_buf = kMomentum && !kFirst ? V::loadu(buf + i) : V();
+      update(V::loadu(p + i), V::loadu(g + i), old_buf, &new_buf).store(p + i);
+      if constexpr (kMomentum) new_buf.store(buf + i);
+    }
+    if (i < end) {
+      const int64_t n = end - i;
+      const V old_buf = kMomentum && !kFirst ? load_partial(buf + i, n) : V();
+      store_partial(update(load_partial(p + i, n), load_partial(g + i, n), old_buf, &new_buf), p + i, n);
+      if constexpr (kMomentum) store_partial(new_buf, buf + i, n);
+    }
+  });
+}
+
+template <typename T>
+void sgd_typed(const SgdJob& job, const SgdHyper& h) {
+  if (job.momentum_buffer == nullptr) {
+    sgd_one<T, false, false>(job, h);
+  } else if (job.first_step) {
+    sgd_one<T, true, true>(job, h);
+  } else {
+    sgd_one<T, true, false>(job, h);
+  }
+}
+
+void sgd_step_kernel(const SgdJob* jobs, int64_t count, const SgdHyper& hyper) {
+  for (int64_t j = 0; j < count; ++j) {
+    if (jobs[j].is_double) {
+      sgd_typed<double>(jobs[j], hyper);
+    } else {
+      sgd_typed<float>(jobs[j], hyper);
+    }
+  }
+}
+
+}  // namespace
+
+}  // inline namespace CPU_CAPABILITY
+
+BNLAB_REGISTER_KERNEL(sgd_step_stub, sgd_step_kernel);
+
+}  // namespace bnlab::kernels::cpu

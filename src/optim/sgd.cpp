@@ -1,0 +1,116 @@
+#include "bnlab/optim/sgd.h"
+
+#include "kernels/cpu/sgd_kernel.h"
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <sstream>
+#include <type_traits>
+
+namespace bnlab::kernels::cpu {
+KernelStub<SgdStepFn> sgd_step_stub;
+}  // namespace bnlab::kernels::cpu
+
+namespace bnlab::optim {
+
+namespace {
+
+bool fusable(const torch::Tensor& t, torch::ScalarType dtype) {
+  return t.device().is_cpu() && t.layout() == torch::kStrided && t.scalar_type() == dtype && t.is_contiguous();
+}
+
+// torch::optim's state key of the parameter whose TensorImpl is `impl`: the
+// address printed as a string in LibTorch 1.x, the address itself where the
+// map is keyed by pointer.
+template <typename Key>
+Key make_state_key(const void* impl) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream out;
+    out << impl;
+    return out.str();
+  } else {
+    return reinterpret_cast<Key>(const_cast<void*>(impl));
+  }
+}
+
+}  // namespace
+
+const SGD::StateKey& SGD::state_key(const torch::Tensor& param) {
+  const void* impl = param.unsafeGetTensorImpl();
+  auto it = keys_.find(impl);
+  if (it == keys_.end()) it = keys_.emplace(impl, make_state_key<StateKey>(impl)).first;
+  return it->second;
+}
+
+torch::Tensor SGD::step(LossClosure closure) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor loss;
+  if (closure != nullptr) {
+    at::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  auto kernel = kernels::cpu::sgd_step_stub.get();
+  std::vector<kernels::cpu::SgdJob> jobs;
+  for (auto& group : param_groups_) {
+    const auto& o = static_cast<const torch::optim::SGDOptions&>(group.options());
+    const kernels::cpu::SgdHyper hyper{o.lr(), o.momentum(), o.dampening(), o.weight_decay(), o.nesterov()};
+    jobs.clear();
+    for (auto& p : group.params()) {
+      const auto& grad = p.grad();
+      if (!grad.defined()) continue;
+      const auto dtype = p.scalar_type();
+      torch::Tensor buffer;
+      bool first_step = false;
+      torch::optim::SGDParamState* state = nullptr;
+      if (o.momentum() != 0) {
+        auto found = state_.find(state_key(p));
+        if (found != state_.end()) {
+          state = static_cast<torch::optim::SGDParamState*>(found->second.get());
+          buffer = state->momentum_buffer();
+        }
+      }
+      const bool fused = kernel != nullptr && (dtype == torch::kFloat || dtype == torch::kDouble) &&
+                         fusable(p, dtype) && fusable(grad, dtype) &&
+                         (o.momentum() == 0 || !buffer.defined() || fusable(buffer, dtype));
+      if (fused && o.momentum() != 0 && !buffer.defined()) {
+        // First step: the buffer starts as d (the kernel writes it).
+        buffer = at::empty_like(p, at::MemoryFormat::Contiguous);
+        auto fresh = std::make_unique<torch::optim::SGDParamState>();
+        fresh->momentum_buffer(buffer);
+        state_[state_key(p)] = std::move(fresh);
+        first_step = true;
+      }
+      if (fused) {
+        kernels::cpu::SgdJob job;
+        job.param = p.data_ptr();
+        job.grad = grad.data_ptr();
+        job.momentum_buffer = o.momentum() != 0 ? buffer.data_ptr() : nullptr;
+        job.numel = p.numel();
+        job.is_double = dtype == torch::kDouble;
+        job.first_step = first_step;
+        jobs.push_back(job);
+        continue;
+      }
+      // torch::optim::SGD's own ops, for any device, dtype or layout.
+      auto d_p = grad.data();
+      if (o.weight_decay() != 0) d_p = d_p.add(p.data(), o.weight_decay());
+      if (o.momentum() != 0) {
+        if (!buffer.defined()) {
+          buffer = torch::clone(d_p).detach();
+          auto fresh = std::make_unique<torch::optim::SGDParamState>();
+          fresh->momentum_buffer(buffer);
+          state_[state_key(p)] = std::move(fresh);
+        } else {
+          buffer.mul_(o.momentum()).add_(d_p, 1 - o.dampening());
+        }
+        d_p = o.nesterov() ? d_p.add(buffer, o.momentum()) : buffer;
+      }
+      p.data().add_(d_p, -1 * o.lr());
+    }
+    if (!jobs.empty()) kernel(jobs.data(), static_cast<int64_t>(jobs.size()), hyper);
+  }
+  return loss;
+}
+
+}  // namespace bnlab::optim
