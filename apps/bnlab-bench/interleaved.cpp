@@ -21,6 +21,15 @@ double median(std::vector<double> values) {
   return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
+Comparison compare(const std::string& name, const LabelledSide& ours, const LabelledSide& theirs, double goal,
+                   const InterleaveOptions& options) {
+  auto c = interleave(name, ours.side, theirs.side, options);
+  c.ours = ours.label;
+  c.theirs = theirs.label;
+  c.goal = goal;
+  return c;
+}
+
 Comparison interleave(const std::string& name, const Side& ours, const Side& theirs,
                       const InterleaveOptions& options) {
   Comparison c;

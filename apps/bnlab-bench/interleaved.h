@@ -40,6 +40,16 @@ struct Comparison {
 Comparison interleave(const std::string& name, const Side& ours, const Side& theirs,
                       const InterleaveOptions& options);
 
+/// One side of a comparison and what it is.
+struct LabelledSide {
+  std::string label;
+  Side side;
+};
+
+/// interleave(), with both sides' labels and the goal filled in.
+Comparison compare(const std::string& name, const LabelledSide& ours, const LabelledSide& theirs, double goal,
+                   const InterleaveOptions& options);
+
 double median(std::vector<double> values);
 
 }  // namespace bnlab::bench

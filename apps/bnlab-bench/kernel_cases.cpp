@@ -51,11 +51,8 @@ Comparison train_batch_norm(const std::vector<int64_t>& shape, bool channels_las
     b.clear_grads();
     torch::batch_norm(b.x, b.weight, b.bias, b.running_mean, b.running_var, true, 0.1, 1e-5, false).backward(b.g);
   });
-  auto c = interleave("BatchNorm fwd+bwd " + shape_name(shape, channels_last), ours, theirs, config.interleave);
-  c.ours = "bnlab::functional::batch_norm";
-  c.theirs = "torch::batch_norm";
-  c.goal = 1.0;
-  return c;
+  return compare("BatchNorm fwd+bwd " + shape_name(shape, channels_last), {"bnlab::functional::batch_norm", ours},
+                 {"torch::batch_norm", theirs}, 1.0, config.interleave);
 }
 
 Comparison eval_batch_norm(const std::vector<int64_t>& shape, const BenchConfig& config) {
@@ -64,11 +61,8 @@ Comparison eval_batch_norm(const std::vector<int64_t>& shape, const BenchConfig&
   torch::NoGradGuard no_grad;
   auto ours = timed([&] { bnlab::functional::batch_norm(a.x, a.running_mean, a.running_var, a.weight, a.bias, false, 0.1, 1e-5); });
   auto theirs = timed([&] { torch::batch_norm(a.x, a.weight, a.bias, a.running_mean, a.running_var, false, 0.1, 1e-5, false); });
-  auto c = interleave("BatchNorm eval fwd " + shape_name(shape, false), ours, theirs, config.interleave);
-  c.ours = "bnlab::functional::batch_norm";
-  c.theirs = "torch::batch_norm";
-  c.goal = 1.0;
-  return c;
+  return compare("BatchNorm eval fwd " + shape_name(shape, false), {"bnlab::functional::batch_norm", ours},
+                 {"torch::batch_norm", theirs}, 1.0, config.interleave);
 }
 
 Comparison batch_norm_tanh(const std::vector<int64_t>& shape, const BenchConfig& config) {
@@ -86,11 +80,8 @@ Comparison batch_norm_tanh(const std::vector<int64_t>& shape, const BenchConfig&
     torch::tanh(torch::batch_norm(b.x, b.weight, b.bias, b.running_mean, b.running_var, true, 0.1, 1e-5, false))
         .backward(b.g);
   });
-  auto c = interleave("BatchNormAct(tanh) fwd+bwd " + shape_name(shape, false), ours, theirs, config.interleave);
-  c.ours = "bnlab::nn::BatchNormAct (fused)";
-  c.theirs = "torch::batch_norm + torch::tanh";
-  c.goal = 0.7;
-  return c;
+  return compare("BatchNormAct(tanh) fwd+bwd " + shape_name(shape, false), {"bnlab::nn::BatchNormAct (fused)", ours},
+                 {"torch::batch_norm + torch::tanh", theirs}, 0.7, config.interleave);
 }
 
 // Achieved bandwidth: the bytes BatchNorm's fwd+bwd must move at the least
@@ -107,10 +98,9 @@ Comparison bandwidth(const std::vector<int64_t>& shape, bool channels_last, cons
     bnlab::functional::batch_norm(a.x, a.running_mean, a.running_var, a.weight, a.bias, true, 0.1, 1e-5).backward(a.g);
   });
   auto theirs = timed([&] { dst.copy_(src); });
-  auto c = interleave("bandwidth of BatchNorm fwd+bwd " + shape_name(shape, channels_last), ours, theirs,
-                      config.interleave);
-  c.ours = "bnlab BatchNorm fwd+bwd";
-  c.theirs = "copy of the same bytes";
+  auto c = compare("bandwidth of BatchNorm fwd+bwd " + shape_name(shape, channels_last),
+                   {"bnlab BatchNorm fwd+bwd", ours}, {"copy of the same bytes", theirs}, /*goal=*/0.0,
+                   config.interleave);
   const double bytes = 5.0 * static_cast<double>(n) * sizeof(float);
   c.extra = fmt::format("{:.1f} GB/s vs copy {:.1f} GB/s ({:.0f}% of copy)", bytes / c.ours_s / 1e9,
                         bytes / c.theirs_s / 1e9, 100.0 / c.ratio);

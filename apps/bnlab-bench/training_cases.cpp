@@ -91,12 +91,10 @@ Comparison recorder_overhead(const BenchConfig& config) {
   torch::manual_seed(1);
   TrainLoop<torch::optim::SGD> without(makemore_mlp(), tokens, next, 32, 0.1, 0.0);
   with.record_into(config.work_dir + "/recorder_overhead");
-  auto c = interleave("makemore MLP step, recording every layer", timed([&] { with.run_step(); }),
-                      timed([&] { without.run_step(); }), config.interleave);
+  auto c = compare("makemore MLP step, recording every layer",
+                   {"with bnlab::train::Recorder (CSV + JSONL + TensorBoard)", timed([&] { with.run_step(); })},
+                   {"the same loop without it", timed([&] { without.run_step(); })}, 1.05, config.interleave);
   with.recorder->close();
-  c.ours = "with bnlab::train::Recorder (CSV + JSONL + TensorBoard)";
-  c.theirs = "the same loop without it";
-  c.goal = 1.05;
   c.extra = fmt::format("{:.0f} µs per step recorded, {:.0f} µs without", c.ours_s * 1e6, c.theirs_s * 1e6);
   return c;
 }

@@ -29,6 +29,21 @@ namespace {
 
 constexpr int kUsageError = 2;
 
+// Runs `body`, turning a configuration error into the usage exit status and
+// any other error into 1, each with a one-line message.
+template <typename Body>
+int exit_status_of(Body&& body) {
+  try {
+    return body();
+  } catch (const ex::ConfigError& e) {
+    fmt::print(stderr, "bnlab-train: {}\n", e.what());
+    return kUsageError;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "bnlab-train: {}\n", e.what());
+    return 1;
+  }
+}
+
 std::string flag(const char* key) {
   std::string f = std::string("--") + key;
   for (auto& c : f) c = c == '_' ? '-' : c;
@@ -167,17 +182,11 @@ int main(int argc, char** argv) {
                          "is already set to {})\n", launch->world_size);
       return kUsageError;
     }
-    try {
+    return exit_status_of([&] {
       ex::validate(run);
       return bnlab::apps::launch_local_ranks(nproc, bnlab::apps::strip_launcher_flags(argc, argv), run.dist_timeout,
                                              /*grace_s=*/std::min(run.dist_timeout, 10.0));
-    } catch (const ex::ConfigError& e) {
-      fmt::print(stderr, "bnlab-train: {}\n", e.what());
-      return kUsageError;
-    } catch (const std::exception& e) {
-      fmt::print(stderr, "bnlab-train: {}\n", e.what());
-      return 1;
-    }
+    });
   }
   const bool lead = !launch || launch->rank == 0;
   if (launch && launch->world_size > 1) {
@@ -186,7 +195,7 @@ int main(int argc, char** argv) {
   }
 
   bnlab::train::install_interrupt_handler();
-  try {
+  return exit_status_of([&] {
     if (*probe_cmd) {
       ex::validate(probe);
       print_probe(ex::run_probe(probe), probe);
@@ -209,11 +218,5 @@ int main(int argc, char** argv) {
       fmt::print("metrics: {}/  (metrics.csv, metrics.jsonl, tb/, summary.json)\n", run.out);
     }
     return summary.interrupted ? 130 : 0;
-  } catch (const ex::ConfigError& e) {
-    fmt::print(stderr, "bnlab-train: {}\n", e.what());
-    return kUsageError;
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "bnlab-train: {}\n", e.what());
-    return 1;
-  }
+  });
 }

@@ -13,11 +13,9 @@ namespace {
 using torch::Tensor;
 
 constexpr const char* kOp = "bnlab::batch_norm";
-
-// Bits of the saved "flags".
-constexpr int64_t kTraining = 1;
-constexpr int64_t kHasWeight = 2;
-constexpr int64_t kHasBias = 4;
+using detail::kHasBias;
+using detail::kHasWeight;
+using detail::kTraining;
 
 }  // namespace
 

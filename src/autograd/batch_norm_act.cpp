@@ -15,11 +15,9 @@ namespace {
 using torch::Tensor;
 
 constexpr const char* kOp = "bnlab::batch_norm_act";
-
-// Bits of the saved "flags".
-constexpr int64_t kTraining = 1;
-constexpr int64_t kHasWeight = 2;
-constexpr int64_t kHasBias = 4;
+using detail::kHasBias;
+using detail::kHasWeight;
+using detail::kTraining;
 
 // create_graph backward from differentiable ops (in float64; see the header).
 std::tuple<Tensor, Tensor, Tensor> differentiable_backward(const Tensor& grad_out, const Tensor& input,

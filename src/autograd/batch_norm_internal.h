@@ -5,9 +5,15 @@
 
 #include <c10/util/Optional.h>
 
+#include <cstdint>
 #include <tuple>
 
 namespace bnlab::autograd::detail {
+
+/// Bits of the "flags" integer both Functions save for their backward.
+constexpr int64_t kTraining = 1;
+constexpr int64_t kHasWeight = 2;
+constexpr int64_t kHasBias = 4;
 
 /// Checks one per-channel argument (weight, bias, running_mean, running_var):
 /// shape (C), the input's dtype and device; messages start with `op`.

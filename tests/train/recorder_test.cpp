@@ -26,6 +26,19 @@ const bt::LayerMetrics& layer(const bt::StepMetrics& m, const std::string& name)
 
 double rel(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-12); }
 
+// One recorded SGD step on the mean squared output for the batch `x` (the
+// loop several tests share).
+template <typename Net>
+void recorded_step(bt::Recorder& recorder, Net& net, torch::optim::Optimizer& optimizer, int64_t step,
+                   const torch::Tensor& x, double lr) {
+  recorder.begin_step(step);
+  auto loss = net->forward(x).pow(2).mean();
+  optimizer.zero_grad();
+  loss.backward();
+  optimizer.step();
+  recorder.end_step(loss, lr, x.size(0));
+}
+
 TEST(Recorder, DiscoversActivationsBatchNormsAndLayersWithParameters) {
   torch::nn::Sequential net(torch::nn::Embedding(27, 4), torch::nn::Flatten(),
                             torch::nn::Linear(12, 8), bn::BatchNorm1d(8), bn::Tanh(),
@@ -238,12 +251,7 @@ TEST(Recorder, SaturationAndUpdateAlertsAfterPatience) {
   bt::Recorder recorder(net, bt::RecorderOptions().background_writer(false).alerts(
                                  bt::AlertOptions().patience(3).log(false)));
   for (int step = 0; step < 5; ++step) {
-    recorder.begin_step(step);
-    auto loss = net->forward(torch::randn({32, 10})).pow(2).mean();
-    optimizer.zero_grad();
-    loss.backward();
-    optimizer.step();
-    recorder.end_step(loss, 1e-7, 32);
+    recorded_step(recorder, net, optimizer, step, torch::randn({32, 10}), 1e-7);
   }
   recorder.flush();
   std::map<std::string, int64_t> first_step;
@@ -299,12 +307,7 @@ TEST(Recorder, BackgroundWriterGivesTheSameMetrics) {
     bt::Recorder recorder(net, bt::RecorderOptions().background_writer(background));
     recorder.add_sink(sink);
     for (int step = 0; step < 20; ++step) {
-      recorder.begin_step(step);
-      auto loss = net->forward(torch::randn({16, 4})).pow(2).mean();
-      optimizer.zero_grad();
-      loss.backward();
-      optimizer.step();
-      recorder.end_step(loss, 0.05, 16);
+      recorded_step(recorder, net, optimizer, step, torch::randn({16, 4}), 0.05);
     }
     recorder.close();
     return sink->steps();
@@ -348,12 +351,7 @@ TEST(Recorder, LayersStayInForwardOrderOnEveryStep) {
   bt::Recorder recorder(net, bt::RecorderOptions().background_writer(false));
   recorder.add_sink(sink);
   for (int step = 0; step < 4; ++step) {
-    recorder.begin_step(step);
-    auto loss = net->forward(torch::randn({8, 3})).pow(2).mean();
-    optimizer.zero_grad();
-    loss.backward();
-    optimizer.step();
-    recorder.end_step(loss, 0.1, 8);
+    recorded_step(recorder, net, optimizer, step, torch::randn({8, 3}), 0.1);
   }
   for (const auto& m : sink->steps()) {
     std::vector<std::string> names;
