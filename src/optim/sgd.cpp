@@ -51,24 +51,18 @@ torch::Tensor SGD::step(LossClosure closure) {
     loss = closure();
   }
   auto kernel = kernels::cpu::sgd_step_stub.get();
-  std::vector<kernels::cpu::SgdJob> jobs;
   for (auto& group : param_groups_) {
     const auto& o = static_cast<const torch::optim::SGDOptions&>(group.options());
     const kernels::cpu::SgdHyper hyper{o.lr(), o.momentum(), o.dampening(), o.weight_decay(), o.nesterov()};
-    jobs.clear();
     for (auto& p : group.params()) {
       const auto& grad = p.grad();
       if (!grad.defined()) continue;
       const auto dtype = p.scalar_type();
       torch::Tensor buffer;
       bool first_step = false;
-      torch::optim::SGDParamState* state = nullptr;
       if (o.momentum() != 0) {
         auto found = state_.find(state_key(p));
-        if (found != state_.end()) {
-          state = static_cast<torch::optim::SGDParamState*>(found->second.get());
-          buffer = state->momentum_buffer();
-        }
+        if (found != state_.end()) buffer = static_cast<torch::optim::SGDParamState&>(*found->second).momentum_buffer();
       }
       const bool fused = kernel != nullptr && (dtype == torch::kFloat || dtype == torch::kDouble) &&
                          fusable(p, dtype) && fusable(grad, dtype) &&
@@ -89,7 +83,8 @@ torch::Tensor SGD::step(LossClosure closure) {
         job.numel = p.numel();
         job.is_double = dtype == torch::kDouble;
         job.first_step = first_step;
-        jobs.push_back(job);
+        // Updated now, in order, like the ops below (a parameter listed twice is updated twice).
+        kernel(&job, 1, hyper);
         continue;
       }
       // torch::optim::SGD's own ops, for any device, dtype or layout.
@@ -108,7 +103,6 @@ torch::Tensor SGD::step(LossClosure closure) {
       }
       p.data().add_(d_p, -1 * o.lr());
     }
-    if (!jobs.empty()) kernel(jobs.data(), static_cast<int64_t>(jobs.size()), hyper);
   }
   return loss;
 }

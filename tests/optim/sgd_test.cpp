@@ -137,6 +137,25 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, SgdMatchesTorch, ::testing::Values(torch::kFloa
                            return std::string(c10::toString(info.param));
                          });
 
+TEST(Sgd, ParameterListedTwiceIsUpdatedTwiceAsByTorch) {
+  // Each listing is its own update with the one shared momentum buffer.
+  const auto options = torch::optim::SGDOptions(0.1).momentum(0.9);
+  torch::manual_seed(3);
+  auto ours_param = torch::randn({19}).requires_grad_();
+  auto theirs_param = ours_param.detach().clone().requires_grad_();
+  bnlab::optim::SGD ours({ours_param, ours_param}, options);
+  torch::optim::SGD theirs({theirs_param, theirs_param}, options);
+  for (int step = 0; step < 3; ++step) {
+    auto g = torch::randn({19});
+    ours_param.mutable_grad() = g.clone();
+    theirs_param.mutable_grad() = g.clone();
+    ours.step();
+    theirs.step();
+    EXPECT_TRUE(assert_close(ours_param.detach(), theirs_param.detach(), default_tolerance(torch::kFloat)))
+        << "step " << step;
+  }
+}
+
 TEST(Sgd, StateDictLoadsIntoTorchSgdAndTrainingContinuesIdentically) {
   const auto options = torch::optim::SGDOptions(0.05).momentum(0.9).dampening(0.1);
   auto ours_params = make_params(torch::kFloat);
