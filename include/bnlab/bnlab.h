@@ -26,6 +26,7 @@
 #include <bnlab/nn/probe.h>
 #include <bnlab/train/alerts.h>
 #include <bnlab/train/batch_source.h>
+#include <bnlab/optim/adam.h>
 #include <bnlab/optim/sgd.h>
 #include <bnlab/train/lr_schedule.h>
 #include <bnlab/train/metrics.h>

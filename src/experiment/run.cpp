@@ -5,6 +5,7 @@
 #include "bnlab/nn/modules/sync_batch_norm.h"
 #include "bnlab/io/atomic_file.h"
 #include "bnlab/models/mlp.h"
+#include "bnlab/optim/adam.h"
 #include "bnlab/optim/sgd.h"
 #include "bnlab/train/recorder.h"
 #include "bnlab/train/trainer.h"
@@ -39,13 +40,13 @@ data::Dataset load_dataset(const RunConfig& c) {
 }
 
 std::shared_ptr<torch::optim::Optimizer> make_optimizer(const RunConfig& c, const std::vector<torch::Tensor>& params) {
+  // bnlab's fused optimizers: torch::optim's arithmetic in one pass per parameter.
   if (c.optimizer == "adam") {
-    return std::make_shared<torch::optim::Adam>(params, torch::optim::AdamOptions(c.lr).weight_decay(c.weight_decay));
+    return std::make_shared<bnlab::optim::Adam>(params, torch::optim::AdamOptions(c.lr).weight_decay(c.weight_decay));
   }
   if (c.optimizer == "adamw") {
-    return std::make_shared<torch::optim::AdamW>(params, torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
+    return std::make_shared<bnlab::optim::AdamW>(params, torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
   }
-  // bnlab's fused SGD: torch::optim::SGD's arithmetic in one pass per parameter.
   return std::make_shared<bnlab::optim::SGD>(
       params, torch::optim::SGDOptions(c.lr).momentum(c.momentum).weight_decay(c.weight_decay));
 }

@@ -1,12 +1,11 @@
 #include "bnlab/optim/sgd.h"
 
 #include "kernels/cpu/sgd_kernel.h"
+#include "optim/fused_step.h"
 
 #include <ATen/ATen.h>
 
 #include <memory>
-#include <sstream>
-#include <type_traits>
 
 namespace bnlab::kernels::cpu {
 KernelStub<SgdStepFn> sgd_step_stub;
@@ -14,42 +13,11 @@ KernelStub<SgdStepFn> sgd_step_stub;
 
 namespace bnlab::optim {
 
-namespace {
-
-bool fusable(const torch::Tensor& t, torch::ScalarType dtype) {
-  return t.device().is_cpu() && t.layout() == torch::kStrided && t.scalar_type() == dtype && t.is_contiguous();
-}
-
-// torch::optim's state key of the parameter whose TensorImpl is `impl`: the
-// address printed as a string in LibTorch 1.x, the address itself where the
-// map is keyed by pointer.
-template <typename Key>
-Key make_state_key(const void* impl) {
-  if constexpr (std::is_same_v<Key, std::string>) {
-    std::ostringstream out;
-    out << impl;
-    return out.str();
-  } else {
-    return reinterpret_cast<Key>(const_cast<void*>(impl));
-  }
-}
-
-}  // namespace
-
-const SGD::StateKey& SGD::state_key(const torch::Tensor& param) {
-  const void* impl = param.unsafeGetTensorImpl();
-  auto it = keys_.find(impl);
-  if (it == keys_.end()) it = keys_.emplace(impl, make_state_key<StateKey>(impl)).first;
-  return it->second;
-}
+using detail::fusable;
 
 torch::Tensor SGD::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
-  torch::Tensor loss;
-  if (closure != nullptr) {
-    at::AutoGradMode enable_grad(true);
-    loss = closure();
-  }
+  const torch::Tensor loss = detail::evaluate_closure(closure);
   auto kernel = kernels::cpu::sgd_step_stub.get();
   for (auto& group : param_groups_) {
     const auto& o = static_cast<const torch::optim::SGDOptions&>(group.options());
@@ -61,18 +29,17 @@ torch::Tensor SGD::step(LossClosure closure) {
       torch::Tensor buffer;
       bool first_step = false;
       if (o.momentum() != 0) {
-        auto found = state_.find(state_key(p));
+        auto found = state_.find(state_key_(p));
         if (found != state_.end()) buffer = static_cast<torch::optim::SGDParamState&>(*found->second).momentum_buffer();
       }
-      const bool fused = kernel != nullptr && (dtype == torch::kFloat || dtype == torch::kDouble) &&
-                         fusable(p, dtype) && fusable(grad, dtype) &&
+      const bool fused = kernel != nullptr && fusable(p, dtype) && fusable(grad, dtype) &&
                          (o.momentum() == 0 || !buffer.defined() || fusable(buffer, dtype));
       if (fused && o.momentum() != 0 && !buffer.defined()) {
         // First step: the buffer starts as d (the kernel writes it).
         buffer = at::empty_like(p, at::MemoryFormat::Contiguous);
         auto fresh = std::make_unique<torch::optim::SGDParamState>();
         fresh->momentum_buffer(buffer);
-        state_[state_key(p)] = std::move(fresh);
+        state_[state_key_(p)] = std::move(fresh);
         first_step = true;
       }
       if (fused) {
@@ -95,7 +62,7 @@ torch::Tensor SGD::step(LossClosure closure) {
           buffer = torch::clone(d_p).detach();
           auto fresh = std::make_unique<torch::optim::SGDParamState>();
           fresh->momentum_buffer(buffer);
-          state_[state_key(p)] = std::move(fresh);
+          state_[state_key_(p)] = std::move(fresh);
         } else {
           buffer.mul_(o.momentum()).add_(d_p, 1 - o.dampening());
         }

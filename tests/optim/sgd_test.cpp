@@ -3,7 +3,7 @@
 #include "bnlab/optim/sgd.h"
 
 #include "assert_close.h"
-#include "scratch_dir.h"
+#include "optimizer_pairs.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -14,44 +14,11 @@
 namespace {
 
 using bnlab_test::assert_close;
+using bnlab_test::clones;
 using bnlab_test::default_tolerance;
-
-// Parameters that exercise both paths: contiguous ones with vector tails
-// (fused), a transposed, non-contiguous leaf (torch's ops) and one that never
-// gets a gradient.
-std::vector<torch::Tensor> make_params(torch::ScalarType dtype) {
-  torch::manual_seed(7);
-  return {torch::randn({37}, dtype).requires_grad_(), torch::randn({5, 33}, dtype).requires_grad_(),
-          torch::randn({8, 6}, dtype).t().requires_grad_(), torch::randn({3}, dtype).requires_grad_()};
-}
-
-std::vector<torch::Tensor> clones(const std::vector<torch::Tensor>& params) {
-  std::vector<torch::Tensor> out;
-  for (const auto& p : params) {
-    auto c = torch::empty_strided(p.sizes(), p.strides(), p.options());
-    c.copy_(p.detach());
-    out.push_back(c.requires_grad_());
-  }
-  return out;
-}
-
-// Gives both parameter sets the same gradient for `step` (none for the last parameter).
-void set_grads(std::vector<torch::Tensor>& a, std::vector<torch::Tensor>& b, int step) {
-  torch::manual_seed(100 + step);
-  for (size_t i = 0; i + 1 < a.size(); ++i) {
-    auto g = torch::randn(a[i].sizes(), a[i].options().requires_grad(false));
-    a[i].mutable_grad() = g.clone();
-    b[i].mutable_grad() = g.clone();
-  }
-}
-
-void expect_same(const std::vector<torch::Tensor>& ours, const std::vector<torch::Tensor>& theirs,
-                 const std::string& what) {
-  for (size_t i = 0; i < ours.size(); ++i) {
-    SCOPED_TRACE(what + ", parameter " + std::to_string(i));
-    EXPECT_TRUE(assert_close(ours[i].detach(), theirs[i].detach(), default_tolerance(ours[i].scalar_type())));
-  }
-}
+using bnlab_test::expect_same;
+using bnlab_test::make_params;
+using bnlab_test::set_grads;
 
 torch::Tensor momentum_buffer(torch::optim::Optimizer& optimizer, const torch::Tensor& param) {
   for (const auto& [key, state] : optimizer.state()) {
@@ -157,28 +124,9 @@ TEST(Sgd, ParameterListedTwiceIsUpdatedTwiceAsByTorch) {
 }
 
 TEST(Sgd, StateDictLoadsIntoTorchSgdAndTrainingContinuesIdentically) {
-  const auto options = torch::optim::SGDOptions(0.05).momentum(0.9).dampening(0.1);
-  auto ours_params = make_params(torch::kFloat);
-  auto theirs_params = clones(ours_params);
-  bnlab::optim::SGD ours(ours_params, options);
-  torch::optim::SGD theirs(theirs_params, options);
-  for (int step = 0; step < 3; ++step) {
-    set_grads(ours_params, theirs_params, step);
-    ours.step();
-    theirs.step();
-  }
-  const auto path = (bnlab_test::scratch_dir("sgd") / "optimizer.pt").string();
-  torch::save(ours, path);
-  // Continue our parameters under a torch::optim::SGD that loads our state:
-  // the momentum buffers must carry over (a fresh buffer would diverge).
-  torch::optim::SGD resumed(ours_params, options);
-  torch::load(resumed, path);
-  for (int step = 3; step < 6; ++step) {
-    set_grads(ours_params, theirs_params, step);
-    resumed.step();
-    theirs.step();
-  }
-  expect_same(ours_params, theirs_params, "after resuming");
+  // The momentum buffers must carry over (a fresh buffer would diverge).
+  bnlab_test::expect_state_dict_round_trip<bnlab::optim::SGD, torch::optim::SGD>(
+      torch::optim::SGDOptions(0.05).momentum(0.9).dampening(0.1), "sgd");
 }
 
 TEST(Sgd, ClosureIsEvaluatedWithGradientsAndItsLossReturned) {

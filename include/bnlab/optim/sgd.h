@@ -1,12 +1,9 @@
 // bnlab::optim::SGD: torch::optim::SGD with a fused, one-pass step.
 #pragma once
 
-#include <torch/optim/sgd.h>
+#include <bnlab/optim/state_key_cache.h>
 
-#include <string>
-#include <type_traits>
-#include <unordered_map>
-#include <utility>
+#include <torch/optim/sgd.h>
 
 namespace bnlab::optim {
 
@@ -31,12 +28,7 @@ class SGD : public torch::optim::SGD {
   torch::Tensor step(LossClosure closure = nullptr) override;
 
  private:
-  using StateKey =
-      std::remove_reference_t<decltype(std::declval<torch::optim::Optimizer&>().state())>::key_type;
-  /// state_'s key of a parameter (computed once per parameter: in LibTorch 1.x
-  /// it is the TensorImpl address printed as a string).
-  const StateKey& state_key(const torch::Tensor& param);
-  std::unordered_map<const void*, StateKey> keys_;
+  detail::StateKeyCache state_key_;
 };
 
 }  // namespace bnlab::optim
