@@ -9,7 +9,7 @@ namespace bnlab::optim::detail {
 /// Whether the fused CPU kernels can update `t` in place: a dense, contiguous
 /// CPU tensor of `dtype` (float or double; anything else takes torch's ops).
 inline bool fusable(const torch::Tensor& t, torch::ScalarType dtype) {
-  return t.device().is_cpu() && t.layout() == torch::kStrided && t.scalar_type() == dtype && t.is_contiguous() &&
+  return t.defined() && t.device().is_cpu() && t.layout() == torch::kStrided && t.scalar_type() == dtype && t.is_contiguous() &&
          (dtype == torch::kFloat || dtype == torch::kDouble);
 }
 

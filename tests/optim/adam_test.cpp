@@ -57,7 +57,9 @@ void check_twins(const Options& options, torch::ScalarType dtype, int steps) {
     EXPECT_EQ(a->step(), b->step());
     EXPECT_TRUE(assert_close(a->exp_avg(), b->exp_avg(), default_tolerance(dtype)));
     EXPECT_TRUE(assert_close(a->exp_avg_sq(), b->exp_avg_sq(), default_tolerance(dtype)));
-    if (options.amsgrad()) EXPECT_TRUE(assert_close(a->max_exp_avg_sq(), b->max_exp_avg_sq(), default_tolerance(dtype)));
+    if (options.amsgrad()) {
+      EXPECT_TRUE(assert_close(a->max_exp_avg_sq(), b->max_exp_avg_sq(), default_tolerance(dtype)));
+    }
   }
   EXPECT_TRUE(torch::equal(ours_params.back(), theirs_params.back())) << "no gradient: untouched";
   EXPECT_EQ(ours.state().size(), theirs.state().size());
