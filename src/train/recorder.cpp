@@ -683,6 +683,10 @@ void Recorder::end_step(const torch::Tensor& loss, double lr, int64_t batch_size
     }
   }
   kernels::parameter_stats_many(d.requests);
+  // Let go of the gradients now. Held until the next end_step, they would
+  // outlive the user's zero_grad(set_to_none) and be freed here, a step late,
+  // on the recorder's time, after the next backward allocated new ones.
+  d.requests.clear();
   raw.loss = loss.defined() ? loss.detach() : torch::Tensor();
   if (!d.order_known) {
     // Rank the layers once, from one clock: the autograd sequence numbers of
