@@ -52,9 +52,8 @@ torch::Tensor adam_family_step(const char* op, std::vector<torch::optim::Optimiz
       const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(state.step()));
       const double step_size = o.lr() / bias_correction1;
       const auto dtype = p.scalar_type();
-      const bool fused = kernel != nullptr && fusable(p, dtype) && fusable(grad, dtype) &&
-                         fusable(state.exp_avg(), dtype) && fusable(state.exp_avg_sq(), dtype) &&
-                         (!o.amsgrad() || fusable(state.max_exp_avg_sq(), dtype));
+      const bool fused = kernel != nullptr && fusable(p, p) && fusable(grad, p) && fusable(state.exp_avg(), p) &&
+                         fusable(state.exp_avg_sq(), p) && (!o.amsgrad() || fusable(state.max_exp_avg_sq(), p));
       if (fused) {
         kernels::cpu::AdamJob job;
         job.param = p.data_ptr();
@@ -73,6 +72,9 @@ torch::Tensor adam_family_step(const char* op, std::vector<torch::optim::Optimiz
         job.sqrt_bias_correction2 = std::sqrt(bias_correction2);
         job.step_size = step_size;
         kernel(job);
+        // torch::optim::Adam's in-place ops (p.addcdiv_, exp_avg.mul_, ...) bump these.
+        detail::bump_versions({&p, &state.exp_avg(), &state.exp_avg_sq(),
+                               o.amsgrad() ? &state.max_exp_avg_sq() : nullptr});
         continue;
       }
       // torch::optim's own ops, for any device, dtype or layout.

@@ -32,17 +32,14 @@ torch::Tensor SGD::step(LossClosure closure) {
         auto found = state_.find(state_key_(p));
         if (found != state_.end()) buffer = static_cast<torch::optim::SGDParamState&>(*found->second).momentum_buffer();
       }
-      const bool fused = kernel != nullptr && fusable(p, dtype) && fusable(grad, dtype) &&
-                         (o.momentum() == 0 || !buffer.defined() || fusable(buffer, dtype));
-      if (fused && o.momentum() != 0 && !buffer.defined()) {
-        // First step: the buffer starts as d (the kernel writes it).
-        buffer = at::empty_like(p, at::MemoryFormat::Contiguous);
-        auto fresh = std::make_unique<torch::optim::SGDParamState>();
-        fresh->momentum_buffer(buffer);
-        state_[state_key_(p)] = std::move(fresh);
-        first_step = true;
-      }
+      const bool fused = kernel != nullptr && fusable(p, p) && fusable(grad, p) &&
+                         (o.momentum() == 0 || !buffer.defined() || fusable(buffer, p));
       if (fused) {
+        if (o.momentum() != 0 && !buffer.defined()) {
+          // First step: the buffer starts as d (the kernel writes it).
+          buffer = at::empty_like(p, at::MemoryFormat::Contiguous);
+          first_step = true;
+        }
         kernels::cpu::SgdJob job;
         job.param = p.data_ptr();
         job.grad = grad.data_ptr();
@@ -52,6 +49,15 @@ torch::Tensor SGD::step(LossClosure closure) {
         job.first_step = first_step;
         // Updated now, in order, like the ops below (a parameter listed twice is updated twice).
         kernel(&job, 1, hyper);
+        if (first_step) {
+          // Stored once written, so a failure above leaves no uninitialized state.
+          auto fresh = std::make_unique<torch::optim::SGDParamState>();
+          fresh->momentum_buffer(buffer);
+          state_[state_key_(p)] = std::move(fresh);
+        }
+        // torch::optim::SGD writes θ through .data(), which has its own
+        // version counter: like it, no version bump on θ.
+        detail::bump_versions({&buffer});
         continue;
       }
       // torch::optim::SGD's own ops, for any device, dtype or layout.

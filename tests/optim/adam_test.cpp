@@ -4,6 +4,7 @@
 
 #include "assert_close.h"
 #include "optimizer_pairs.h"
+#include "scratch_dir.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -97,6 +98,29 @@ TEST_P(AdamMatchesTorch, AdamWEveryOptionStepByStep) {
   }
 }
 
+TEST_P(AdamMatchesTorch, ParameterGroupsKeepTheirOwnOptions) {
+  const auto dtype = GetParam();
+  auto ours_params = make_params(dtype);
+  auto theirs_params = clones(ours_params);
+  auto groups = [](const std::vector<torch::Tensor>& p) {
+    std::vector<torch::optim::OptimizerParamGroup> g;
+    g.emplace_back(std::vector<torch::Tensor>{p[0], p[2], p[4]});
+    g.emplace_back(std::vector<torch::Tensor>{p[1], p[3], p[5]},
+                   std::make_unique<torch::optim::AdamOptions>(
+                       torch::optim::AdamOptions(0.2).betas(std::make_tuple(0.5, 0.9)).amsgrad(true)));
+    return g;
+  };
+  const auto defaults = torch::optim::AdamOptions(0.05).weight_decay(0.1);
+  bnlab::optim::Adam ours(groups(ours_params), defaults);
+  torch::optim::Adam theirs(groups(theirs_params), defaults);
+  for (int step = 0; step < 4; ++step) {
+    set_grads(ours_params, theirs_params, step);
+    ours.step();
+    theirs.step();
+  }
+  expect_same(ours_params, theirs_params, "after 4 steps");
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, AdamMatchesTorch, ::testing::Values(torch::kFloat, torch::kDouble),
                          [](const ::testing::TestParamInfo<torch::ScalarType>& info) {
                            return std::string(c10::toString(info.param));
@@ -108,6 +132,38 @@ TEST(Adam, StateDictLoadsIntoTorchAdamAndTrainingContinuesIdentically) {
       torch::optim::AdamOptions(0.05).weight_decay(0.1), "adam");
   bnlab_test::expect_state_dict_round_trip<bnlab::optim::AdamW, torch::optim::AdamW>(
       torch::optim::AdamWOptions(0.05).weight_decay(0.2).amsgrad(true), "adamw");
+}
+
+TEST(Adam, TorchStateDictLoadsIntoOursAndTrainingContinuesIdentically) {
+  bnlab_test::expect_state_dict_round_trip<torch::optim::Adam, bnlab::optim::Adam>(
+      torch::optim::AdamOptions(0.05).amsgrad(true), "adam_from_torch");
+}
+
+TEST(Adam, UpdatingAParameterSavedForABackwardIsCaughtAsByTorch) {
+  // The fused step writes θ through a pointer; it must still count as an
+  // in-place change, or the pending backward would use the new θ silently.
+  auto w = torch::randn({40}).requires_grad_();
+  bnlab::optim::Adam adam({w}, torch::optim::AdamOptions(0.1));
+  auto pending = (w * w).sum();  // saves w for its backward
+  w.mutable_grad() = torch::randn({40});
+  adam.step();
+  EXPECT_THROW(pending.backward(), c10::Error);
+}
+
+TEST(Adam, StateOfAnotherShapeIsAnErrorNotAnOverrun) {
+  // A state dict from a model with other shapes loads (torch::optim maps it by
+  // position); the step must then fail as torch's does, not write past the moments.
+  auto small = torch::randn({5}).requires_grad_();
+  bnlab::optim::Adam first({small}, torch::optim::AdamOptions(0.1));
+  small.mutable_grad() = torch::randn({5});
+  first.step();
+  const auto path = (bnlab_test::scratch_dir("adam_shapes") / "optimizer.pt").string();
+  torch::save(first, path);
+  auto large = torch::randn({4099}).requires_grad_();
+  bnlab::optim::Adam second({large}, torch::optim::AdamOptions(0.1));
+  torch::load(second, path);
+  large.mutable_grad() = torch::randn({4099});
+  EXPECT_THROW(second.step(), c10::Error);
 }
 
 TEST(Adam, SparseGradientIsAClearError) {

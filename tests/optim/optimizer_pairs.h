@@ -13,13 +13,18 @@
 
 namespace bnlab_test {
 
-// Parameters that exercise both paths: contiguous ones with vector tails
-// (fused), a transposed, non-contiguous leaf (torch's ops) and one that never
-// gets a gradient.
+// Parameters that exercise every path, in this order:
+//   0, 1  contiguous, with vector tails (fused);
+//   2     a transposed, non-contiguous leaf (torch's ops);
+//   3     100,003 values: several at::parallel_for chunks, and a tail (fused);
+//   4     contiguous, but given non-contiguous gradients (torch's ops);
+//   5     never gets a gradient (untouched, no state).
+constexpr size_t kNonContiguousGradParam = 4;
 inline std::vector<torch::Tensor> make_params(torch::ScalarType dtype) {
   torch::manual_seed(7);
-  return {torch::randn({37}, dtype).requires_grad_(), torch::randn({5, 33}, dtype).requires_grad_(),
-          torch::randn({8, 6}, dtype).t().requires_grad_(), torch::randn({3}, dtype).requires_grad_()};
+  return {torch::randn({37}, dtype).requires_grad_(),         torch::randn({5, 33}, dtype).requires_grad_(),
+          torch::randn({8, 6}, dtype).t().requires_grad_(),   torch::randn({100003}, dtype).requires_grad_(),
+          torch::randn({6, 7}, dtype).requires_grad_(),       torch::randn({3}, dtype).requires_grad_()};
 }
 
 inline std::vector<torch::Tensor> clones(const std::vector<torch::Tensor>& params) {
@@ -36,7 +41,15 @@ inline std::vector<torch::Tensor> clones(const std::vector<torch::Tensor>& param
 inline void set_grads(std::vector<torch::Tensor>& a, std::vector<torch::Tensor>& b, int step) {
   torch::manual_seed(100 + step);
   for (size_t i = 0; i + 1 < a.size(); ++i) {
-    auto g = torch::randn(a[i].sizes(), a[i].options().requires_grad(false));
+    const auto options = a[i].options().requires_grad(false);
+    if (i == kNonContiguousGradParam) {
+      // The transpose of a (cols, rows) tensor: a's shape, column-major.
+      auto g = torch::randn({a[i].size(1), a[i].size(0)}, options);
+      a[i].mutable_grad() = g.clone().t();
+      b[i].mutable_grad() = g.clone().t();
+      continue;
+    }
+    auto g = torch::randn(a[i].sizes(), options);
     a[i].mutable_grad() = g.clone();
     b[i].mutable_grad() = g.clone();
   }

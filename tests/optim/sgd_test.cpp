@@ -129,6 +129,11 @@ TEST(Sgd, StateDictLoadsIntoTorchSgdAndTrainingContinuesIdentically) {
       torch::optim::SGDOptions(0.05).momentum(0.9).dampening(0.1), "sgd");
 }
 
+TEST(Sgd, TorchStateDictLoadsIntoOursAndTrainingContinuesIdentically) {
+  bnlab_test::expect_state_dict_round_trip<torch::optim::SGD, bnlab::optim::SGD>(
+      torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(true), "sgd_from_torch");
+}
+
 TEST(Sgd, ClosureIsEvaluatedWithGradientsAndItsLossReturned) {
   auto w = torch::tensor({1.0, -2.0}, torch::kDouble).requires_grad_();
   bnlab::optim::SGD sgd({w}, torch::optim::SGDOptions(0.25));
