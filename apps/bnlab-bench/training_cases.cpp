@@ -9,6 +9,7 @@
 #include <bnlab/optim/sgd.h>
 #include <bnlab/train/recorder.h>
 #include <bnlab/train/sink.h>
+#include <bnlab/train/trainer.h>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -36,8 +37,7 @@ struct TrainLoop {
   TrainLoop(torch::nn::Sequential m, torch::Tensor x, torch::Tensor y, int64_t batch_size, double learning_rate,
             double momentum)
       : model(std::move(m)), inputs(std::move(x)), targets(std::move(y)), batch(batch_size), lr(learning_rate) {
-    optimizer = std::make_unique<Optimizer>(model->parameters(),
-                                                    torch::optim::SGDOptions(lr).momentum(momentum));
+    optimizer = std::make_unique<Optimizer>(model->parameters(), torch::optim::SGDOptions(lr).momentum(momentum));
   }
 
   void run_step() {
@@ -46,7 +46,7 @@ struct TrainLoop {
     if (recorder) recorder->begin_step(step);
     auto loss = torch::nn::functional::cross_entropy(model->forward(inputs.narrow(0, first, batch)),
                                                      targets.narrow(0, first, batch));
-    for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();  // as the Trainer does
+    train::release_gradients(*optimizer);  // as the Trainer does
     loss.backward();
     optimizer->step();
     if (recorder) recorder->end_step(loss, lr, batch);
@@ -106,8 +106,8 @@ Comparison python_step(const BenchConfig& config) {
   torch::manual_seed(0);
   auto x = torch::randn({examples, features});
   auto y = torch::randint(0, classes, {examples});
-  TrainLoop<bnlab::optim::SGD> ours(models::make_mlp(models::MlpOptions(features, classes).depth(depth).width(width)), x, y, batch, lr,
-                 momentum);
+  TrainLoop<bnlab::optim::SGD> ours(models::make_mlp(models::MlpOptions(features, classes).depth(depth).width(width)),
+                                    x, y, batch, lr, momentum);
   ours.record_into(config.work_dir + "/python_step");
   Comparison c;
   c.name = "bnlab-train MLP step vs eager PyTorch";

@@ -23,6 +23,11 @@ torch::Tensor SGD::step(LossClosure closure) {
     const auto& o = static_cast<const torch::optim::SGDOptions&>(group.options());
     const kernels::cpu::SgdHyper hyper{o.lr(), o.momentum(), o.dampening(), o.weight_decay(), o.nesterov()};
     for (auto& p : group.params()) {
+      auto keep_buffer = [&](const torch::Tensor& momentum_buffer) {
+        auto fresh = std::make_unique<torch::optim::SGDParamState>();
+        fresh->momentum_buffer(momentum_buffer);
+        state_[state_key_(p)] = std::move(fresh);
+      };
       const auto& grad = p.grad();
       if (!grad.defined()) continue;
       const auto dtype = p.scalar_type();
@@ -48,13 +53,9 @@ torch::Tensor SGD::step(LossClosure closure) {
         job.is_double = dtype == torch::kDouble;
         job.first_step = first_step;
         // Updated now, in order, like the ops below (a parameter listed twice is updated twice).
-        kernel(&job, 1, hyper);
-        if (first_step) {
-          // Stored once written, so a failure above leaves no uninitialized state.
-          auto fresh = std::make_unique<torch::optim::SGDParamState>();
-          fresh->momentum_buffer(buffer);
-          state_[state_key_(p)] = std::move(fresh);
-        }
+        kernel(job, hyper);
+        // Stored once written, so a failure above leaves no uninitialized state.
+        if (first_step) keep_buffer(buffer);
         // torch::optim::SGD writes θ through .data(), which has its own
         // version counter: like it, no version bump on θ.
         detail::bump_versions({&buffer});
@@ -66,9 +67,7 @@ torch::Tensor SGD::step(LossClosure closure) {
       if (o.momentum() != 0) {
         if (!buffer.defined()) {
           buffer = torch::clone(d_p).detach();
-          auto fresh = std::make_unique<torch::optim::SGDParamState>();
-          fresh->momentum_buffer(buffer);
-          state_[state_key_(p)] = std::move(fresh);
+          keep_buffer(buffer);
         } else {
           buffer.mul_(o.momentum()).add_(d_p, 1 - o.dampening());
         }

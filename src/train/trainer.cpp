@@ -21,17 +21,6 @@ namespace bnlab::train {
 
 namespace {
 
-// Gradients are released, not zeroed (PyTorch 2's zero_grad(set_to_none=True)):
-// backward then hands each parameter its new gradient instead of adding it to
-// a tensor of zeros, which saves a fill and an add per parameter per step.
-void release_gradients(torch::optim::Optimizer& optimizer) {
-  for (auto& group : optimizer.param_groups()) {
-    for (auto& p : group.params()) {
-      if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
-    }
-  }
-}
-
 std::atomic<int> g_interrupts{0};
 
 extern "C" void handle_interrupt(int) {
@@ -85,6 +74,14 @@ class Progress {
 };
 
 }  // namespace
+
+void release_gradients(torch::optim::Optimizer& optimizer) {
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& p : group.params()) {
+      if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+    }
+  }
+}
 
 void install_interrupt_handler() {
   std::signal(SIGINT, handle_interrupt);

@@ -18,9 +18,7 @@ namespace {
 using bnlab_test::assert_close;
 using bnlab_test::clones;
 using bnlab_test::default_tolerance;
-using bnlab_test::expect_same;
 using bnlab_test::make_params;
-using bnlab_test::set_grads;
 
 // The moments of the state kept for `param` (matched by shape: the test's
 // parameters all have different shapes).
@@ -44,12 +42,7 @@ void check_twins(const Options& options, torch::ScalarType dtype, int steps) {
   auto theirs_params = clones(ours_params);
   Ours ours(ours_params, options);
   Theirs theirs(theirs_params, options);
-  for (int step = 0; step < steps; ++step) {
-    set_grads(ours_params, theirs_params, step);
-    ours.step();
-    theirs.step();
-    expect_same(ours_params, theirs_params, "step " + std::to_string(step));
-  }
+  bnlab_test::step_twins(ours, theirs, ours_params, theirs_params, 0, steps, /*check_each=*/true);
   for (size_t i = 0; i + 1 < ours_params.size(); ++i) {
     SCOPED_TRACE("moments of parameter " + std::to_string(i));
     const auto* a = state_of<ParamState>(ours, ours_params[i]);
@@ -99,32 +92,13 @@ TEST_P(AdamMatchesTorch, AdamWEveryOptionStepByStep) {
 }
 
 TEST_P(AdamMatchesTorch, ParameterGroupsKeepTheirOwnOptions) {
-  const auto dtype = GetParam();
-  auto ours_params = make_params(dtype);
-  auto theirs_params = clones(ours_params);
-  auto groups = [](const std::vector<torch::Tensor>& p) {
-    std::vector<torch::optim::OptimizerParamGroup> g;
-    g.emplace_back(std::vector<torch::Tensor>{p[0], p[2], p[4]});
-    g.emplace_back(std::vector<torch::Tensor>{p[1], p[3], p[5]},
-                   std::make_unique<torch::optim::AdamOptions>(
-                       torch::optim::AdamOptions(0.2).betas(std::make_tuple(0.5, 0.9)).amsgrad(true)));
-    return g;
-  };
-  const auto defaults = torch::optim::AdamOptions(0.05).weight_decay(0.1);
-  bnlab::optim::Adam ours(groups(ours_params), defaults);
-  torch::optim::Adam theirs(groups(theirs_params), defaults);
-  for (int step = 0; step < 4; ++step) {
-    set_grads(ours_params, theirs_params, step);
-    ours.step();
-    theirs.step();
-  }
-  expect_same(ours_params, theirs_params, "after 4 steps");
+  bnlab_test::expect_groups_keep_their_options<bnlab::optim::Adam, torch::optim::Adam>(
+      GetParam(), torch::optim::AdamOptions(0.05).weight_decay(0.1),
+      torch::optim::AdamOptions(0.2).betas(std::make_tuple(0.5, 0.9)).amsgrad(true));
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, AdamMatchesTorch, ::testing::Values(torch::kFloat, torch::kDouble),
-                         [](const ::testing::TestParamInfo<torch::ScalarType>& info) {
-                           return std::string(c10::toString(info.param));
-                         });
+                         bnlab_test::DtypeName());
 
 TEST(Adam, StateDictLoadsIntoTorchAdamAndTrainingContinuesIdentically) {
   // The moments and the step counts (bias corrections) must carry over.

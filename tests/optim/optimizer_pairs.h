@@ -63,6 +63,45 @@ inline void expect_same(const std::vector<torch::Tensor>& ours, const std::vecto
   }
 }
 
+// Gives both parameter sets the gradients of steps [first, last) and steps
+// both optimizers on each; with `check_each`, compares the parameters after
+// every step.
+template <typename Ours, typename Theirs>
+void step_twins(Ours& ours, Theirs& theirs, std::vector<torch::Tensor>& ours_params,
+                std::vector<torch::Tensor>& theirs_params, int first, int last, bool check_each = false) {
+  for (int step = first; step < last; ++step) {
+    set_grads(ours_params, theirs_params, step);
+    ours.step();
+    theirs.step();
+    if (check_each) expect_same(ours_params, theirs_params, "step " + std::to_string(step));
+  }
+}
+
+// Parameter groups: parameters 0, 2, 4 take the defaults, 1, 3, 5 `second`
+// (the test fails if a step reads an option from the defaults, not its group).
+template <typename Ours, typename Theirs, typename Options>
+void expect_groups_keep_their_options(torch::ScalarType dtype, const Options& defaults, const Options& second) {
+  auto ours_params = make_params(dtype);
+  auto theirs_params = clones(ours_params);
+  auto groups = [&](const std::vector<torch::Tensor>& p) {
+    std::vector<torch::optim::OptimizerParamGroup> g;
+    g.emplace_back(std::vector<torch::Tensor>{p[0], p[2], p[4]});
+    g.emplace_back(std::vector<torch::Tensor>{p[1], p[3], p[5]}, std::make_unique<Options>(second));
+    return g;
+  };
+  Ours ours(groups(ours_params), defaults);
+  Theirs theirs(groups(theirs_params), defaults);
+  step_twins(ours, theirs, ours_params, theirs_params, 0, 4);
+  expect_same(ours_params, theirs_params, "after 4 steps");
+}
+
+// Names the float and double instances of a dtype-parameterized suite.
+struct DtypeName {
+  std::string operator()(const ::testing::TestParamInfo<torch::ScalarType>& info) const {
+    return c10::toString(info.param);
+  }
+};
+
 // Trains `Ours` and its torch twin `Theirs` 3 steps on twin parameters, saves
 // ours, loads that into a new `Theirs` over our parameters and trains both 3
 // more steps: the state (buffers, moments, step counts) must carry over, or
@@ -73,20 +112,12 @@ void expect_state_dict_round_trip(const Options& options, const std::string& nam
   auto theirs_params = clones(ours_params);
   Ours ours(ours_params, options);
   Theirs theirs(theirs_params, options);
-  for (int step = 0; step < 3; ++step) {
-    set_grads(ours_params, theirs_params, step);
-    ours.step();
-    theirs.step();
-  }
+  step_twins(ours, theirs, ours_params, theirs_params, 0, 3);
   const auto path = (scratch_dir(name) / "optimizer.pt").string();
   torch::save(ours, path);
   Theirs resumed(ours_params, options);
   torch::load(resumed, path);
-  for (int step = 3; step < 6; ++step) {
-    set_grads(ours_params, theirs_params, step);
-    resumed.step();
-    theirs.step();
-  }
+  step_twins(resumed, theirs, ours_params, theirs_params, 3, 6);
   expect_same(ours_params, theirs_params, "after resuming");
 }
 

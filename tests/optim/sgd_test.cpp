@@ -16,9 +16,7 @@ namespace {
 using bnlab_test::assert_close;
 using bnlab_test::clones;
 using bnlab_test::default_tolerance;
-using bnlab_test::expect_same;
 using bnlab_test::make_params;
-using bnlab_test::set_grads;
 
 torch::Tensor momentum_buffer(torch::optim::Optimizer& optimizer, const torch::Tensor& param) {
   for (const auto& [key, state] : optimizer.state()) {
@@ -57,12 +55,7 @@ TEST_P(SgdMatchesTorch, EveryOptionStepByStep) {
     auto theirs_params = clones(ours_params);
     bnlab::optim::SGD ours(ours_params, c.options);
     torch::optim::SGD theirs(theirs_params, c.options);
-    for (int step = 0; step < 6; ++step) {
-      set_grads(ours_params, theirs_params, step);
-      ours.step();
-      theirs.step();
-      expect_same(ours_params, theirs_params, "step " + std::to_string(step));
-    }
+    bnlab_test::step_twins(ours, theirs, ours_params, theirs_params, 0, 6, /*check_each=*/true);
     if (c.options.momentum() != 0) {
       for (size_t i = 0; i + 1 < ours_params.size(); ++i) {
         auto a = momentum_buffer(ours, ours_params[i]);
@@ -78,31 +71,13 @@ TEST_P(SgdMatchesTorch, EveryOptionStepByStep) {
 }
 
 TEST_P(SgdMatchesTorch, ParameterGroupsKeepTheirOwnOptions) {
-  const auto dtype = GetParam();
-  auto ours_params = make_params(dtype);
-  auto theirs_params = clones(ours_params);
-  auto groups = [](const std::vector<torch::Tensor>& p) {
-    std::vector<torch::optim::OptimizerParamGroup> g;
-    g.emplace_back(std::vector<torch::Tensor>{p[0], p[2]});
-    g.emplace_back(std::vector<torch::Tensor>{p[1], p[3]},
-                   std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(0.2).momentum(0.5)));
-    return g;
-  };
-  const auto defaults = torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(0.1);
-  bnlab::optim::SGD ours(groups(ours_params), defaults);
-  torch::optim::SGD theirs(groups(theirs_params), defaults);
-  for (int step = 0; step < 4; ++step) {
-    set_grads(ours_params, theirs_params, step);
-    ours.step();
-    theirs.step();
-  }
-  expect_same(ours_params, theirs_params, "after 4 steps");
+  bnlab_test::expect_groups_keep_their_options<bnlab::optim::SGD, torch::optim::SGD>(
+      GetParam(), torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(0.1),
+      torch::optim::SGDOptions(0.2).momentum(0.5));
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, SgdMatchesTorch, ::testing::Values(torch::kFloat, torch::kDouble),
-                         [](const ::testing::TestParamInfo<torch::ScalarType>& info) {
-                           return std::string(c10::toString(info.param));
-                         });
+                         bnlab_test::DtypeName());
 
 TEST(Sgd, ParameterListedTwiceIsUpdatedTwiceAsByTorch) {
   // Each listing is its own update with the one shared momentum buffer.

@@ -361,6 +361,22 @@ TEST(Recorder, LayersStayInForwardOrderOnEveryStep) {
   }
 }
 
+TEST(Recorder, KeepsNoGradientAliveAfterEndStep) {
+  // Once the user releases the gradients (zero_grad(set_to_none)), nothing of
+  // the last step may hold them: the next backward should reuse their memory.
+  torch::nn::Sequential net(torch::nn::Linear(4, 8), bn::BatchNorm1d(8), bn::Tanh(), torch::nn::Linear(8, 1));
+  torch::optim::SGD optimizer(net->parameters(), 0.1);
+  bt::Recorder recorder(net, bt::RecorderOptions().background_writer(false));
+  recorded_step(recorder, net, optimizer, 0, torch::randn({16, 4}), 0.1);
+  std::vector<c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>> grads;
+  for (const auto& p : net->parameters()) {
+    ASSERT_TRUE(p.grad().defined());
+    grads.emplace_back(p.grad().getIntrusivePtr());
+  }
+  for (auto& p : net->parameters()) p.mutable_grad() = torch::Tensor();
+  for (const auto& g : grads) EXPECT_TRUE(g.expired());
+}
+
 TEST(Recorder, SinkFailureIsReportedNotSwallowed) {
   struct FailingSink : bt::MetricsSink {
     void write(const bt::StepMetrics&) override { throw std::runtime_error("disk full"); }

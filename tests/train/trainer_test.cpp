@@ -111,6 +111,20 @@ void expect_same_metrics(const bt::StepMetrics& a, const bt::StepMetrics& b) {
   }
 }
 
+TEST(Trainer, ReleaseGradientsLeavesEveryOptimizedParameterWithoutAGradient) {
+  torch::nn::Linear a(3, 2), b(2, 1);
+  auto frozen = torch::ones({2}, torch::requires_grad());
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(a->parameters());
+  groups.emplace_back(b->parameters(), std::make_unique<torch::optim::SGDOptions>(0.5));
+  torch::optim::SGD sgd(std::move(groups), torch::optim::SGDOptions(0.1));
+  (b(a(torch::randn({4, 3}))).sum() + frozen.sum()).backward();
+  bt::release_gradients(sgd);
+  for (const auto& p : a->parameters()) EXPECT_FALSE(p.grad().defined());
+  for (const auto& p : b->parameters()) EXPECT_FALSE(p.grad().defined());
+  EXPECT_TRUE(frozen.grad().defined()) << "a tensor the optimizer does not hold keeps its gradient";
+}
+
 TEST(Trainer, ResumingFromACheckpointEqualsTheUninterruptedRun) {
   const auto ckpt = temp_path("resume.ckpt");
   auto full = make_run(40, "", 0);

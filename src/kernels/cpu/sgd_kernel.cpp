@@ -69,13 +69,11 @@ void sgd_typed(const SgdJob& job, const SgdHyper& h) {
   }
 }
 
-void sgd_step_kernel(const SgdJob* jobs, int64_t count, const SgdHyper& hyper) {
-  for (int64_t j = 0; j < count; ++j) {
-    if (jobs[j].is_double) {
-      sgd_typed<double>(jobs[j], hyper);
-    } else {
-      sgd_typed<float>(jobs[j], hyper);
-    }
+void sgd_step_kernel(const SgdJob& job, const SgdHyper& hyper) {
+  if (job.is_double) {
+    sgd_typed<double>(job, hyper);
+  } else {
+    sgd_typed<float>(job, hyper);
   }
 }
 

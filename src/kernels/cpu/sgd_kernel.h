@@ -26,8 +26,8 @@ struct SgdHyper {
   bool nesterov = false;
 };
 
-/// Applies one SGD update to every job in one pass over each parameter.
-using SgdStepFn = void (*)(const SgdJob* jobs, int64_t count, const SgdHyper& hyper);
+/// Applies one SGD update to a parameter in one pass over it.
+using SgdStepFn = void (*)(const SgdJob& job, const SgdHyper& hyper);
 
 extern KernelStub<SgdStepFn> sgd_step_stub;
 
