@@ -22,10 +22,10 @@ namespace bnlab::bench {
 namespace {
 
 // A training loop over pre-made batches; with a recorder when given one.
-// `Optimizer` is torch::optim::SGD (a user's own loop) or bnlab::optim::SGD
-// (what bnlab-train uses).
-template <typename Optimizer>
+// `Optimizer` is bnlab::optim::SGD, as in bnlab-train, which measures the
+// recorded parameter statistics in its own pass.
 struct TrainLoop {
+  using Optimizer = bnlab::optim::SGD;
   torch::nn::Sequential model;
   std::unique_ptr<Optimizer> optimizer;
   std::shared_ptr<train::Recorder> recorder;
@@ -60,6 +60,7 @@ struct TrainLoop {
     recorder->add_sink(std::make_shared<train::CsvSink>(dir + "/metrics.csv"));
     recorder->add_sink(std::make_shared<train::JsonlSink>(dir + "/metrics.jsonl"));
     recorder->add_sink(std::make_shared<train::TensorBoardSink>(dir + "/tb"));
+    recorder->take_update_statistics_from(*optimizer);
   }
 };
 
@@ -87,9 +88,9 @@ Comparison recorder_overhead(const BenchConfig& config) {
   auto tokens = torch::randint(0, 27, {examples, 3});
   auto next = torch::randint(0, 27, {examples});
   torch::manual_seed(1);
-  TrainLoop<torch::optim::SGD> with(makemore_mlp(), tokens, next, 32, 0.1, 0.0);
+  TrainLoop with(makemore_mlp(), tokens, next, 32, 0.1, 0.0);
   torch::manual_seed(1);
-  TrainLoop<torch::optim::SGD> without(makemore_mlp(), tokens, next, 32, 0.1, 0.0);
+  TrainLoop without(makemore_mlp(), tokens, next, 32, 0.1, 0.0);
   with.record_into(config.work_dir + "/recorder_overhead");
   auto c = compare("makemore MLP step, recording every layer",
                    {"with bnlab::train::Recorder (CSV + JSONL + TensorBoard)", timed([&] { with.run_step(); })},
@@ -106,7 +107,7 @@ Comparison python_step(const BenchConfig& config) {
   torch::manual_seed(0);
   auto x = torch::randn({examples, features});
   auto y = torch::randint(0, classes, {examples});
-  TrainLoop<bnlab::optim::SGD> ours(models::make_mlp(models::MlpOptions(features, classes).depth(depth).width(width)),
+  TrainLoop ours(models::make_mlp(models::MlpOptions(features, classes).depth(depth).width(width)),
                                     x, y, batch, lr, momentum);
   ours.record_into(config.work_dir + "/python_step");
   Comparison c;

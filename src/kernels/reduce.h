@@ -2,6 +2,8 @@
 // in one pass each, with CPU kernels and composite fallbacks.
 #pragma once
 
+#include "bnlab/optim/update_statistics.h"
+
 #include <torch/types.h>
 
 #include <cstdint>
@@ -9,20 +11,9 @@
 
 namespace bnlab::kernels {
 
-/// Slots of one parameter's statistics row, filled by parameter_stats().
-namespace param_stat {
-enum Slot : int64_t {
-  kSum = 0,          ///< Σθ
-  kSumSq,            ///< Σθ²
-  kGradSum,          ///< Σg
-  kGradSumSq,        ///< Σg²
-  kDeltaSum,         ///< ΣΔθ, Δθ = θ − snapshot (the optimizer's update)
-  kDeltaSumSq,       ///< Σ(Δθ)²
-  kNonFiniteParam,   ///< NaN/Inf elements of θ
-  kNonFiniteGrad,    ///< NaN/Inf elements of g
-  kCount
-};
-}  // namespace param_stat
+/// Slots of one parameter's statistics row, filled by parameter_stats() and
+/// by the fused optimizers (the public layout of bnlab::optim).
+namespace param_stat = ::bnlab::optim::update_stat;
 
 /// Fills `row` (float64, param_stat::kCount slots, on any device) for `param`,
 /// its `grad` (may be undefined: the grad slots become 0) and the `snapshot`

@@ -24,7 +24,7 @@ using detail::fusable;
 template <typename Options, typename ParamState, typename StateMap>
 torch::Tensor adam_family_step(const char* op, std::vector<torch::optim::OptimizerParamGroup>& groups,
                                StateMap& state_map, detail::StateKeyCache& state_key, bool decoupled,
-                               const torch::optim::Optimizer::LossClosure& closure) {
+                               UpdateStatistics* statistics, const torch::optim::Optimizer::LossClosure& closure) {
   torch::NoGradGuard no_grad;
   const torch::Tensor loss = detail::evaluate_closure(closure);
   auto kernel = kernels::cpu::adam_step_stub.get();
@@ -71,6 +71,7 @@ torch::Tensor adam_family_step(const char* op, std::vector<torch::optim::Optimiz
         job.decoupled_decay = decoupled && o.weight_decay() != 0 ? 1 - o.lr() * o.weight_decay() : 1.0;
         job.sqrt_bias_correction2 = std::sqrt(bias_correction2);
         job.step_size = step_size;
+        job.stats = statistics != nullptr ? statistics->claim(p) : nullptr;
         kernel(job);
         // torch::optim::Adam's in-place ops (p.addcdiv_, exp_avg.mul_, ...) bump these.
         detail::bump_versions({&p, &state.exp_avg(), &state.exp_avg_sq(),
@@ -101,12 +102,14 @@ torch::Tensor adam_family_step(const char* op, std::vector<torch::optim::Optimiz
 
 torch::Tensor Adam::step(LossClosure closure) {
   return adam_family_step<torch::optim::AdamOptions, torch::optim::AdamParamState>(
-      "bnlab::optim::Adam", param_groups_, state_, state_key_, /*decoupled=*/false, closure);
+      "bnlab::optim::Adam", param_groups_, state_, state_key_, /*decoupled=*/false, update_statistics_.get(),
+      closure);
 }
 
 torch::Tensor AdamW::step(LossClosure closure) {
   return adam_family_step<torch::optim::AdamWOptions, torch::optim::AdamWParamState>(
-      "bnlab::optim::AdamW", param_groups_, state_, state_key_, /*decoupled=*/true, closure);
+      "bnlab::optim::AdamW", param_groups_, state_, state_key_, /*decoupled=*/true, update_statistics_.get(),
+      closure);
 }
 
 }  // namespace bnlab::optim

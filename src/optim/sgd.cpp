@@ -52,6 +52,7 @@ torch::Tensor SGD::step(LossClosure closure) {
         job.numel = p.numel();
         job.is_double = dtype == torch::kDouble;
         job.first_step = first_step;
+        job.stats = update_statistics_ != nullptr ? update_statistics_->claim(p) : nullptr;
         // Updated now, in order, like the ops below (a parameter listed twice is updated twice).
         kernel(job, hyper);
         // Stored once written, so a failure above leaves no uninitialized state.

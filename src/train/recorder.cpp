@@ -54,6 +54,9 @@ struct ParamSlot {
   std::string name;        // "weight", "bias" or another parameter name
   torch::Tensor param;
   torch::Tensor snapshot;  // θ at the previous end_step (or begin of the first step)
+  // Whether `snapshot` is θ as of the previous end_step: not after a step
+  // whose statistics the optimizer reported (it did not touch the snapshot).
+  bool snapshot_current = true;
   torch::Tensor row;       // param_stat slots in the buffer
   int64_t offset = 0;
   int64_t numel = 0;
@@ -88,6 +91,7 @@ struct StatsBuffer {
   std::vector<torch::Tensor> sample_views;   // per layer
   std::vector<torch::Tensor> channel_views;  // per layer (BatchNorm)
   std::vector<torch::Tensor> param_rows;     // per parameter, in layer order
+  std::vector<double*> param_row_pointers;   // the same rows, for the optimizer (CPU buffers only)
 };
 
 // What the training thread hands the writer for one step.
@@ -116,6 +120,9 @@ struct Recorder::Impl {
   std::vector<LayerSlot> layers;
   std::vector<LayerInfo> infos;
   std::vector<kernels::ParameterStatsRequest> requests;  // reused every step
+  std::vector<size_t> unmeasured_updates;  // parameter rows whose Δθ is not known this step
+  // Rows a bnlab fused optimizer fills during its step (nullptr: none).
+  std::shared_ptr<optim::UpdateStatistics> update_statistics;
   torch::Device device = torch::kCPU;
   int64_t buffer_size = 0;
   int64_t sample_size = 0;
@@ -261,7 +268,10 @@ std::unique_ptr<StatsBuffer> Recorder::Impl::new_buffer() const {
                                                    : torch::Tensor());
     b->channel_views.push_back(l.channel_offset >= 0 ? b->buffer.narrow(0, l.channel_offset, 4 * l.channels)
                                                      : torch::Tensor());
-    for (const auto& p : l.params) b->param_rows.push_back(b->buffer.narrow(0, p.offset, ps::kCount));
+    for (const auto& p : l.params) {
+      b->param_rows.push_back(b->buffer.narrow(0, p.offset, ps::kCount));
+      if (device.is_cpu()) b->param_row_pointers.push_back(b->param_rows.back().data_ptr<double>());
+    }
   }
   return b;
 }
@@ -652,6 +662,9 @@ void Recorder::begin_step(int64_t step) {
       l.probe->forward_sequence_nr = -1;
     }
   }
+  // Only host rows: on other devices the fused optimizers take torch's ops,
+  // which report nothing.
+  if (d.update_statistics && d.device.is_cpu()) d.update_statistics->set_rows(b.param_row_pointers);
   d.step_start = Clock::now();
 }
 
@@ -673,16 +686,31 @@ void Recorder::end_step(const torch::Tensor& loss, double lr, int64_t batch_size
   raw.val_accuracy = d.val_accuracy;
   auto& b = *d.current;
   d.requests.clear();
+  d.unmeasured_updates.clear();
   size_t param_index = 0;
   for (auto& l : d.layers) {
     raw.ran.push_back(!l.probe || l.probe->forward_sequence_nr >= 0);
     for (auto& p : l.params) {
+      const size_t index = param_index++;
       const auto& grad = p.param.grad();
       raw.has_grad.push_back(grad.defined());
-      d.requests.push_back({p.param, grad, p.snapshot, b.param_rows[param_index++]});
+      if (d.update_statistics && d.update_statistics->written(index)) {
+        p.snapshot_current = false;  // the optimizer measured this step's update
+        continue;
+      }
+      // Measured here, against the snapshot; if the optimizer reported the
+      // previous step instead, the snapshot is older than that step and this
+      // step's Δθ is unknown (the kernel still brings the snapshot up to date).
+      if (!p.snapshot_current) d.unmeasured_updates.push_back(index);
+      p.snapshot_current = true;
+      d.requests.push_back({p.param, grad, p.snapshot, b.param_rows[index]});
     }
   }
+  if (d.update_statistics) d.update_statistics->clear_rows();  // the buffer goes to the writer
   kernels::parameter_stats_many(d.requests);
+  for (size_t index : d.unmeasured_updates) {
+    b.param_rows[index].narrow(0, ps::kDeltaSum, 2).fill_(kNotMeasured);
+  }
   // Let go of the gradients now. Held until the next end_step, they would
   // outlive the user's zero_grad(set_to_none) and be freed here, a step late,
   // on the recorder's time, after the next backward allocated new ones.
@@ -770,6 +798,7 @@ void Recorder::close() {
     failure = std::current_exception();
   }
   d.closed = true;
+  if (d.update_statistics) d.update_statistics->clear_rows();
   {
     std::lock_guard<std::mutex> lock(d.mutex);
     d.stopping = true;
@@ -786,6 +815,20 @@ void Recorder::attach_probes(bool attached) {
   for (auto& l : impl_->layers) {
     if (l.probeable != nullptr) l.probeable->set_probe(attached && !impl_->closed ? l.probe : nullptr);
   }
+}
+
+void Recorder::take_update_statistics_from(optim::ReportsUpdateStatistics& optimizer) {
+  auto& d = *impl_;
+  TORCH_CHECK(!d.in_step, "bnlab::train::Recorder::take_update_statistics_from: expected to be called between steps, "
+              "got a call between begin_step and end_step");
+  if (!d.update_statistics) {
+    std::vector<torch::Tensor> params;
+    for (const auto& l : d.layers) {
+      for (const auto& p : l.params) params.push_back(p.param);
+    }
+    d.update_statistics = std::make_shared<optim::UpdateStatistics>(params);
+  }
+  optimizer.report_update_statistics(d.update_statistics);
 }
 
 Recorder::ProbePause::ProbePause(Recorder& recorder) : recorder_(recorder) { recorder_.attach_probes(false); }

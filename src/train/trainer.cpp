@@ -2,6 +2,7 @@
 
 #include "bnlab/distributed/data_parallel.h"
 #include "bnlab/io/atomic_file.h"
+#include "bnlab/optim/update_statistics.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
@@ -118,7 +119,12 @@ void Trainer::set_validation(torch::Tensor inputs, torch::Tensor targets) {
   val_targets_ = std::move(targets);
 }
 
-void Trainer::set_recorder(std::shared_ptr<Recorder> recorder) { recorder_ = std::move(recorder); }
+void Trainer::set_recorder(std::shared_ptr<Recorder> recorder) {
+  recorder_ = std::move(recorder);
+  // A bnlab fused optimizer measures the parameter statistics in its own pass.
+  auto* reporting = dynamic_cast<optim::ReportsUpdateStatistics*>(optimizer_.get());
+  if (recorder_ && reporting != nullptr) recorder_->take_update_statistics_from(*reporting);
+}
 
 void Trainer::request_stop() { stop_ = true; }
 

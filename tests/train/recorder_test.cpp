@@ -3,6 +3,7 @@
 
 #include "bnlab/nn/modules/activation.h"
 #include "bnlab/nn/modules/batch_norm.h"
+#include "bnlab/optim/sgd.h"
 
 #include "assert_close.h"
 
@@ -375,6 +376,81 @@ TEST(Recorder, KeepsNoGradientAliveAfterEndStep) {
   }
   for (auto& p : net->parameters()) p.mutable_grad() = torch::Tensor();
   for (const auto& g : grads) EXPECT_TRUE(g.expired());
+}
+
+// With a bnlab fused optimizer reporting, the parameter metrics come from the
+// optimizer's pass; they must equal the recorder's own on a twin without it.
+TEST(Recorder, OptimizerReportedParameterMetricsEqualTheRecordersOwn) {
+  auto make_net = [] {
+    torch::manual_seed(3);
+    return torch::nn::Sequential(torch::nn::Linear(6, 40), bn::Tanh(), torch::nn::Linear(40, 3));
+  };
+  auto reported_net = make_net(), measured_net = make_net();
+  const auto options = torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(1e-3);
+  bnlab::optim::SGD reporting(reported_net->parameters(), options), silent(measured_net->parameters(), options);
+  auto reported_sink = std::make_shared<bt::MemorySink>(), measured_sink = std::make_shared<bt::MemorySink>();
+  bt::Recorder reported(reported_net, bt::RecorderOptions().background_writer(false));
+  bt::Recorder measured(measured_net, bt::RecorderOptions().background_writer(false));
+  reported.add_sink(reported_sink);
+  measured.add_sink(measured_sink);
+  reported.take_update_statistics_from(reporting);
+  for (int step = 0; step < 3; ++step) {
+    auto x = torch::randn({16, 6});
+    recorded_step(reported, reported_net, reporting, step, x, 0.05);
+    recorded_step(measured, measured_net, silent, step, x, 0.05);
+  }
+  reported.flush();
+  measured.flush();
+  const auto reported_steps = reported_sink->steps(), measured_steps = measured_sink->steps();
+  for (int step = 0; step < 3; ++step) {
+    for (const char* name : {"net.0", "net.2"}) {
+      SCOPED_TRACE(std::string(name) + ", step " + std::to_string(step));
+      const auto& a = layer(reported_steps.at(step), name);
+      const auto& b = layer(measured_steps.at(step), name);
+      for (const auto* pair : {&a.weight, &a.bias}) {
+        const auto& theirs = pair == &a.weight ? b.weight : b.bias;
+        EXPECT_LT(rel(pair->norm, theirs.norm), 1e-6);
+        EXPECT_LT(rel(pair->grad_norm, theirs.grad_norm), 1e-6);
+        EXPECT_LT(rel(pair->grad_to_data, theirs.grad_to_data), 1e-5);
+        EXPECT_LT(rel(pair->update_to_data, theirs.update_to_data), 1e-5);
+        EXPECT_GT(pair->update_to_data, 0.0);
+      }
+    }
+  }
+}
+
+// Parameters the optimizer does not report are measured by the recorder: one
+// outside the optimizer (never changes: update 0), and one whose gradient is
+// dropped for a step (its Δθ is then unknown: the recorder's copy of θ is as
+// old as the last step the optimizer reported).
+TEST(Recorder, ParametersTheOptimizerDoesNotReportAreMeasuredByTheRecorder) {
+  torch::manual_seed(4);
+  torch::nn::Linear first(5, 7), second(7, 2);
+  torch::nn::Sequential net(first, bn::Tanh(), second);
+  bnlab::optim::SGD sgd(first->parameters(), torch::optim::SGDOptions(0.1));
+  auto sink = std::make_shared<bt::MemorySink>();
+  bt::Recorder recorder(net, bt::RecorderOptions().background_writer(false));
+  recorder.add_sink(sink);
+  recorder.take_update_statistics_from(sgd);
+  for (int step = 0; step < 3; ++step) {
+    recorder.begin_step(step);
+    auto loss = net->forward(torch::randn({8, 5})).pow(2).mean();
+    for (auto& p : net->parameters()) p.mutable_grad() = torch::Tensor();
+    loss.backward();
+    if (step == 1) first->weight.mutable_grad() = torch::Tensor();  // the optimizer skips it
+    sgd.step();
+    recorder.end_step(loss, 0.1, 8);
+  }
+  recorder.flush();
+  const auto& steps = sink->steps();
+  EXPECT_GT(layer(steps.at(0), "net.0").weight.update_to_data, 0.0);
+  EXPECT_TRUE(std::isnan(layer(steps.at(1), "net.0").weight.update_to_data)) << "not measured";
+  EXPECT_GT(layer(steps.at(1), "net.0").bias.update_to_data, 0.0) << "still reported";
+  EXPECT_GT(layer(steps.at(2), "net.0").weight.update_to_data, 0.0);
+  for (int step = 0; step < 3; ++step) {
+    EXPECT_EQ(layer(steps.at(step), "net.2").weight.update_to_data, 0.0) << step;
+    EXPECT_GT(layer(steps.at(step), "net.2").weight.norm, 0.0) << step;
+  }
 }
 
 TEST(Recorder, SinkFailureIsReportedNotSwallowed) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <bnlab/optim/state_key_cache.h>
+#include <bnlab/optim/update_statistics.h>
 
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
@@ -18,7 +19,9 @@ namespace bnlab::optim {
 ///
 /// torch::optim::Adam spends about ten tensor ops (and their temporaries) per
 /// parameter per step. Other devices, dtypes and layouts take torch's own ops.
-class Adam : public torch::optim::Adam {
+/// Given an UpdateStatistics (report_update_statistics), the fused pass also
+/// fills the statistics of the parameters it updates.
+class Adam : public torch::optim::Adam, public ReportsUpdateStatistics {
  public:
   using torch::optim::Adam::Adam;
 
@@ -31,7 +34,7 @@ class Adam : public torch::optim::Adam {
 /// A drop-in torch::optim::AdamW: Adam with decoupled weight decay
 /// (θ ← θ·(1 − ηλ) before the update instead of λθ in the gradient), fused
 /// like bnlab::optim::Adam.
-class AdamW : public torch::optim::AdamW {
+class AdamW : public torch::optim::AdamW, public ReportsUpdateStatistics {
  public:
   using torch::optim::AdamW::AdamW;
 

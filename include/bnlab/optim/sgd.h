@@ -2,6 +2,7 @@
 #pragma once
 
 #include <bnlab/optim/state_key_cache.h>
+#include <bnlab/optim/update_statistics.h>
 
 #include <torch/optim/sgd.h>
 
@@ -20,8 +21,10 @@ namespace bnlab::optim {
 /// string-keyed state lookup per parameter on every step; for a small MLP that
 /// is most of the step's non-GEMM time. Parameters elsewhere (another device,
 /// dtype or layout, sparse gradients) take torch::optim::SGD's own path, so
-/// results are the same either way.
-class SGD : public torch::optim::SGD {
+/// results are the same either way. Given an UpdateStatistics
+/// (report_update_statistics), the fused pass also fills the statistics of the
+/// parameters it updates.
+class SGD : public torch::optim::SGD, public ReportsUpdateStatistics {
  public:
   using torch::optim::SGD::SGD;
 

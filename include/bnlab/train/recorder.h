@@ -2,6 +2,7 @@
 // on every training step, cheap enough to leave on.
 #pragma once
 
+#include <bnlab/optim/update_statistics.h>
 #include <bnlab/train/alerts.h>
 #include <bnlab/train/metrics.h>
 #include <bnlab/train/sink.h>
@@ -81,6 +82,18 @@ class Recorder {
   /// Call after optimizer.step(), with the step's loss (a scalar tensor),
   /// learning rate and batch size.
   void end_step(const torch::Tensor& loss, double lr, int64_t batch_size);
+
+  /// Lets a bnlab fused optimizer (bnlab::optim::SGD, Adam, AdamW) measure
+  /// the parameter statistics in the pass of its update, from the next step
+  /// on: the recorder then skips its own pass over those parameters and keeps
+  /// no copy of them up to date. Δθ is then exactly the optimizer's update,
+  /// and θ is read right after it: a change the loop makes to θ between
+  /// optimizer.step() and end_step (clipping, say) is not seen. Parameters
+  /// the optimizer does not report (not in it, no gradient, not on the CPU)
+  /// are measured by the recorder as before; on the first step after a step
+  /// the optimizer reported, their Δθ is "not measured". The Trainer calls
+  /// this itself.
+  void take_update_statistics_from(optim::ReportsUpdateStatistics& optimizer);
 
   /// Detaches the probes while alive (restores them on destruction): forward
   /// passes that are not part of the recorded step, such as evaluation.

@@ -95,7 +95,9 @@ class Trainer {
 
   /// Validation data: loss always, accuracy when outputs are (N, classes) logits.
   void set_validation(torch::Tensor inputs, torch::Tensor targets);
-  /// Record every step with this recorder (attached to the same model).
+  /// Record every step with this recorder (attached to the same model). With
+  /// a bnlab fused optimizer, the optimizer measures the parameter statistics
+  /// (Recorder::take_update_statistics_from).
   void set_recorder(std::shared_ptr<Recorder> recorder);
   /// Restores model, optimizer, step, RNG and data position from a checkpoint;
   /// fit() then continues where it was written.

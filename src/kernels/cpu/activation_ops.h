@@ -246,9 +246,10 @@ struct ForwardTotals {
 // into a local ForwardTotals (whose vector sums then stay in registers) rather
 // than into acc[thread] through a reference.
 template <typename T>
-void add_thread_totals(std::vector<ForwardTotals<T>>& acc, ForwardTotals<T>& local) {
+C10_ALWAYS_INLINE void add_thread_totals(std::vector<ForwardTotals<T>>& acc, ForwardTotals<T>& local) {
   local.flush();
-  acc[static_cast<size_t>(at::get_thread_num())].add(local);
+  double* dst = acc[static_cast<size_t>(at::get_thread_num())].totals;
+  for (int k = 0; k < kTotals; ++k) dst[k] += local.totals[k];
 }
 
 // Writes the totals of the forward into the activation_stat row.

@@ -1,6 +1,7 @@
 // bnlab::optim::Adam's and AdamW's fused update; compiled once per CPU capability.
 #include "kernels/cpu/adam_kernel.h"
 
+#include "kernels/cpu/param_stats_ops.h"
 #include "kernels/cpu/vec_helpers.h"
 
 #include <ATen/Parallel.h>
@@ -49,6 +50,25 @@ void adam_one(const AdamJob& job) {
     const V denom = second.sqrt() / root_bc2 + eps;
     return neg_step * mv / denom + theta;
   };
+  if (job.stats != nullptr) {
+    // The same update, also adding θ_after, θ_before and g to the statistics.
+    ParamStatsPartials partials;
+    at::parallel_for(0, job.numel, kGrain, [&](int64_t begin, int64_t end) {
+      accumulate_param_stats<T>(begin, end, partials.of_this_thread(), [&](int64_t i, int64_t lanes, auto& sums) {
+        const V theta = load_lanes(p + i, lanes), grad = load_lanes(g + i, lanes);
+        V mv = load_lanes(m + i, lanes), vv = load_lanes(v + i, lanes), vmaxv;
+        if constexpr (kAmsgrad) vmaxv = load_lanes(vmax + i, lanes);
+        const V updated = update(theta, grad, mv, vv, vmaxv);
+        store_lanes(updated, p + i, lanes);
+        store_lanes(mv, m + i, lanes);
+        store_lanes(vv, v + i, lanes);
+        if constexpr (kAmsgrad) store_lanes(vmaxv, vmax + i, lanes);
+        sums.add(updated, theta, grad);
+      });
+    });
+    partials.finish(p, g, job.numel, job.stats);
+    return;
+  }
   at::parallel_for(0, job.numel, kGrain, [&](int64_t begin, int64_t end) {
     int64_t i = begin;
     for (; i + W <= end; i += W) {

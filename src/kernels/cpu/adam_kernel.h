@@ -22,6 +22,7 @@ struct AdamJob {
   double decoupled_decay = 1;       ///< AdamW: θ is first scaled by 1 − η·λ (1: none)
   double sqrt_bias_correction2 = 1;  ///< √(1 − β₂ᵗ)
   double step_size = 0;              ///< η / (1 − β₁ᵗ)
+  double* stats = nullptr;  ///< when set: the step's optim::update_stat row, filled in the same pass
 };
 
 using AdamStepFn = void (*)(const AdamJob& job);

@@ -1,6 +1,7 @@
 // Vectorized fused reductions; compiled once per CPU capability.
 #include "kernels/cpu/reduce_kernel.h"
 
+#include "kernels/cpu/param_stats_ops.h"
 #include "kernels/cpu/vec_helpers.h"
 #include "kernels/reduce.h"
 
@@ -18,7 +19,6 @@ inline namespace CPU_CAPABILITY {
 namespace {
 
 using at::vec::Vectorized;
-namespace ps = param_stat;
 
 // Vector partial sums are flushed to double every kFlushVectors vectors, which
 // bounds the float32 accumulation error to that many terms.
@@ -33,69 +33,20 @@ double count_nonfinite(const T* p, int64_t n) {
   return count;
 }
 
+// One pass over θ, g and the snapshot: the statistics of Δ = θ − snapshot,
+// then snapshot ← θ.
 template <typename T>
 void parameter_stats_one(const T* p, const T* g, T* snap, int64_t n, double* out) {
   using V = Vectorized<T>;
-  constexpr int64_t W = V::size();
-  constexpr int kSums = 6;  // Σθ, Σθ², Σg, Σg², ΣΔ, ΣΔ²
-  const int threads = at::get_num_threads();
-  std::array<std::array<double, kSums>, 64> partial_small;
-  std::vector<std::array<double, kSums>> partial_large;
-  std::array<double, kSums>* partial = partial_small.data();
-  if (threads > 64) {
-    partial_large.resize(static_cast<size_t>(threads));
-    partial = partial_large.data();
-  }
-  for (int t = 0; t < threads; ++t) partial[t].fill(0.0);
+  ParamStatsPartials partials;
   at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-    auto& acc = partial[at::get_thread_num()];
-    const V zero(T(0));
-    V s(T(0)), s2(T(0)), gs(T(0)), gs2(T(0)), ds(T(0)), ds2(T(0));
-    auto flush = [&] {
-      acc[0] += horizontal_sum(s);
-      acc[1] += horizontal_sum(s2);
-      acc[2] += horizontal_sum(gs);
-      acc[3] += horizontal_sum(gs2);
-      acc[4] += horizontal_sum(ds);
-      acc[5] += horizontal_sum(ds2);
-      s = s2 = gs = gs2 = ds = ds2 = zero;
-    };
-    auto step = [&](V theta, V old, V gv) {
-      const V delta = theta - old;
-      s = s + theta;
-      s2 = s2 + theta * theta;
-      ds = ds + delta;
-      ds2 = ds2 + delta * delta;
-      gs = gs + gv;
-      gs2 = gs2 + gv * gv;
-    };
-    int64_t vectors = 0;
-    int64_t i = begin;
-    for (; i + W <= end; i += W) {
-      const V theta = V::loadu(p + i);
-      step(theta, V::loadu(snap + i), g != nullptr ? V::loadu(g + i) : zero);
-      theta.store(snap + i);
-      if (++vectors == kFlushVectors) {
-        flush();
-        vectors = 0;
-      }
-    }
-    if (i < end) {
-      // Partial loads zero the missing lanes, which add nothing to the sums.
-      const int64_t count = end - i;
-      const V theta = load_partial(p + i, count);
-      step(theta, load_partial(snap + i, count), g != nullptr ? load_partial(g + i, count) : zero);
-      store_partial(theta, snap + i, count);
-    }
-    flush();
+    accumulate_param_stats<T>(begin, end, partials.of_this_thread(), [&](int64_t i, int64_t lanes, auto& sums) {
+      const V theta = load_lanes(p + i, lanes);
+      sums.add(theta, load_lanes<T>(snap + i, lanes), g != nullptr ? load_lanes(g + i, lanes) : V(T(0)));
+      store_lanes(theta, snap + i, lanes);
+    });
   });
-  for (int k = 0; k < kSums; ++k) {
-    double total = 0.0;
-    for (int t = 0; t < threads; ++t) total += partial[t][static_cast<size_t>(k)];
-    out[k] = total;
-  }
-  out[ps::kNonFiniteParam] = std::isfinite(out[ps::kSumSq]) ? 0.0 : count_nonfinite(p, n);
-  out[ps::kNonFiniteGrad] = g != nullptr && !std::isfinite(out[ps::kGradSumSq]) ? count_nonfinite(g, n) : 0.0;
+  partials.finish(p, g, n, out);
 }
 
 void parameter_stats_kernel(const ParameterStatsJob* jobs, int64_t count) {

@@ -15,6 +15,7 @@ struct SgdJob {
   int64_t numel = 0;
   bool is_double = false;
   bool first_step = false;  ///< the buffer is uninitialized: it becomes d (no momentum decay)
+  double* stats = nullptr;  ///< when set: the step's optim::update_stat row, filled in the same pass
 };
 
 /// The hyper-parameters of a parameter group (torch::optim::SGDOptions).

@@ -1,0 +1,34 @@
+#include "bnlab/optim/update_statistics.h"
+
+#include <c10/util/Exception.h>
+
+#include <utility>
+
+namespace bnlab::optim {
+
+UpdateStatistics::UpdateStatistics(const std::vector<torch::Tensor>& params)
+    : rows_(params.size(), nullptr), written_(params.size(), 0) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    TORCH_CHECK(params[i].defined(), "bnlab::optim::UpdateStatistics: expected defined parameters, got an undefined one at ",
+                i);
+    slots_.emplace(params[i].unsafeGetTensorImpl(), i);
+  }
+}
+
+void UpdateStatistics::set_rows(std::vector<double*> rows) {
+  TORCH_CHECK(rows.size() == written_.size(), "bnlab::optim::UpdateStatistics::set_rows: expected ", written_.size(),
+              " rows (one per watched parameter), got ", rows.size());
+  rows_ = std::move(rows);
+  std::fill(written_.begin(), written_.end(), 0);
+}
+
+void UpdateStatistics::clear_rows() { std::fill(rows_.begin(), rows_.end(), nullptr); }
+
+double* UpdateStatistics::claim(const torch::Tensor& param) {
+  const auto found = slots_.find(param.unsafeGetTensorImpl());
+  if (found == slots_.end() || rows_[found->second] == nullptr) return nullptr;
+  written_[found->second] = 1;
+  return rows_[found->second];
+}
+
+}  // namespace bnlab::optim
