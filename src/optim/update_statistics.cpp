@@ -2,7 +2,7 @@
 
 #include <c10/util/Exception.h>
 
-#include <utility>
+#include <algorithm>
 
 namespace bnlab::optim {
 
@@ -15,10 +15,10 @@ UpdateStatistics::UpdateStatistics(const std::vector<torch::Tensor>& params)
   }
 }
 
-void UpdateStatistics::set_rows(std::vector<double*> rows) {
+void UpdateStatistics::set_rows(const std::vector<double*>& rows) {
   TORCH_CHECK(rows.size() == written_.size(), "bnlab::optim::UpdateStatistics::set_rows: expected ", written_.size(),
               " rows (one per watched parameter), got ", rows.size());
-  rows_ = std::move(rows);
+  rows_ = rows;  // assigned into the same capacity: no allocation per step
   std::fill(written_.begin(), written_.end(), 0);
 }
 

@@ -41,7 +41,7 @@ class UpdateStatistics {
 
   /// The rows of the coming step, one per slot (nullptr: not wanted); forgets
   /// which rows were written.
-  void set_rows(std::vector<double*> rows);
+  void set_rows(const std::vector<double*>& rows);
   /// No rows: steps report nothing until set_rows().
   void clear_rows();
   /// Whether the step wrote slot i's row since set_rows().

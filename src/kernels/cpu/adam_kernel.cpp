@@ -52,21 +52,17 @@ void adam_one(const AdamJob& job) {
   };
   if (job.stats != nullptr) {
     // The same update, also adding θ_after, θ_before and g to the statistics.
-    ParamStatsPartials partials;
-    at::parallel_for(0, job.numel, kGrain, [&](int64_t begin, int64_t end) {
-      accumulate_param_stats<T>(begin, end, partials.of_this_thread(), [&](int64_t i, int64_t lanes, auto& sums) {
-        const V theta = load_lanes(p + i, lanes), grad = load_lanes(g + i, lanes);
-        V mv = load_lanes(m + i, lanes), vv = load_lanes(v + i, lanes), vmaxv;
-        if constexpr (kAmsgrad) vmaxv = load_lanes(vmax + i, lanes);
-        const V updated = update(theta, grad, mv, vv, vmaxv);
-        store_lanes(updated, p + i, lanes);
-        store_lanes(mv, m + i, lanes);
-        store_lanes(vv, v + i, lanes);
-        if constexpr (kAmsgrad) store_lanes(vmaxv, vmax + i, lanes);
-        sums.add(updated, theta, grad);
-      });
+    parallel_pass_with_param_stats(p, g, job.numel, kGrain, job.stats, [&](int64_t i, int64_t lanes, auto& sums) {
+      const V theta = load_lanes(p + i, lanes), grad = load_lanes(g + i, lanes);
+      V mv = load_lanes(m + i, lanes), vv = load_lanes(v + i, lanes), vmaxv;
+      if constexpr (kAmsgrad) vmaxv = load_lanes(vmax + i, lanes);
+      const V updated = update(theta, grad, mv, vv, vmaxv);
+      store_lanes(updated, p + i, lanes);
+      store_lanes(mv, m + i, lanes);
+      store_lanes(vv, v + i, lanes);
+      if constexpr (kAmsgrad) store_lanes(vmaxv, vmax + i, lanes);
+      sums.add(updated, theta, grad);
     });
-    partials.finish(p, g, job.numel, job.stats);
     return;
   }
   at::parallel_for(0, job.numel, kGrain, [&](int64_t begin, int64_t end) {

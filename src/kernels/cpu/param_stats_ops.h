@@ -137,5 +137,17 @@ class ParamStatsPartials {
   std::vector<std::array<double, kSums>> large_;
 };
 
+/// A parallel pass over n values whose step (as for accumulate_param_stats)
+/// also adds to the statistics; writes the param_stat row `out` at the end.
+template <typename T, typename Step>
+void parallel_pass_with_param_stats(const T* theta, const T* grad, int64_t n, int64_t grain, double* out,
+                                    const Step& step) {
+  ParamStatsPartials partials;
+  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+    accumulate_param_stats<T>(begin, end, partials.of_this_thread(), step);
+  });
+  partials.finish(theta, grad, n, out);
+}
+
 }  // inline namespace CPU_CAPABILITY
 }  // namespace bnlab::kernels::cpu

@@ -38,15 +38,11 @@ double count_nonfinite(const T* p, int64_t n) {
 template <typename T>
 void parameter_stats_one(const T* p, const T* g, T* snap, int64_t n, double* out) {
   using V = Vectorized<T>;
-  ParamStatsPartials partials;
-  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-    accumulate_param_stats<T>(begin, end, partials.of_this_thread(), [&](int64_t i, int64_t lanes, auto& sums) {
-      const V theta = load_lanes(p + i, lanes);
-      sums.add(theta, load_lanes<T>(snap + i, lanes), g != nullptr ? load_lanes(g + i, lanes) : V(T(0)));
-      store_lanes(theta, snap + i, lanes);
-    });
+  parallel_pass_with_param_stats(p, g, n, kGrain, out, [&](int64_t i, int64_t lanes, auto& sums) {
+    const V theta = load_lanes(p + i, lanes);
+    sums.add(theta, load_lanes<T>(snap + i, lanes), g != nullptr ? load_lanes(g + i, lanes) : V(T(0)));
+    store_lanes(theta, snap + i, lanes);
   });
-  partials.finish(p, g, n, out);
 }
 
 void parameter_stats_kernel(const ParameterStatsJob* jobs, int64_t count) {

@@ -44,19 +44,15 @@ void sgd_one(const SgdJob& job, const SgdHyper& h) {
   };
   if (job.stats != nullptr) {
     // The same update, also adding θ_after, θ_before and g to the statistics.
-    ParamStatsPartials partials;
-    at::parallel_for(0, job.numel, kGrain, [&](int64_t begin, int64_t end) {
-      accumulate_param_stats<T>(begin, end, partials.of_this_thread(), [&](int64_t i, int64_t lanes, auto& sums) {
-        const V theta = load_lanes(p + i, lanes), grad = load_lanes(g + i, lanes);
-        const V old_buf = kMomentum && !kFirst ? load_lanes(buf + i, lanes) : V();
-        V new_buf;
-        const V updated = update(theta, grad, old_buf, &new_buf);
-        store_lanes(updated, p + i, lanes);
-        if constexpr (kMomentum) store_lanes(new_buf, buf + i, lanes);
-        sums.add(updated, theta, grad);
-      });
+    parallel_pass_with_param_stats(p, g, job.numel, kGrain, job.stats, [&](int64_t i, int64_t lanes, auto& sums) {
+      const V theta = load_lanes(p + i, lanes), grad = load_lanes(g + i, lanes);
+      const V old_buf = kMomentum && !kFirst ? load_lanes(buf + i, lanes) : V();
+      V new_buf;
+      const V updated = update(theta, grad, old_buf, &new_buf);
+      store_lanes(updated, p + i, lanes);
+      if constexpr (kMomentum) store_lanes(new_buf, buf + i, lanes);
+      sums.add(updated, theta, grad);
     });
-    partials.finish(p, g, job.numel, job.stats);
     return;
   }
   at::parallel_for(0, job.numel, kGrain, [&](int64_t begin, int64_t end) {
