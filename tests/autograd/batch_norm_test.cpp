@@ -1,6 +1,7 @@
 // Finite-difference checks of BatchNormFunction's first and second derivatives.
 #include "bnlab/autograd/batch_norm.h"
 
+#include "assert_close.h"
 #include "gradcheck.h"
 
 #include <gtest/gtest.h>
@@ -11,6 +12,7 @@ namespace {
 using bnlab::autograd::BatchNormFunction;
 using bnlab_test::gradcheck;
 using bnlab_test::gradgradcheck;
+using bnlab_test::Tolerance;
 using torch::autograd::variable_list;
 
 struct GradcheckCase {
@@ -127,5 +129,98 @@ TEST(BatchNormFunction, UndefinedGradOutputGivesZeroGradients) {
   (y * 0).sum().backward();
   EXPECT_TRUE(x.grad().eq(0).all().item<bool>());
 }
+
+// Inputs large enough that the kernels split the rows over both threads and,
+// in the channel-minor layouts ((N, C) and channels_last), into many row blocks
+// (each block's sums are kept in the input's dtype, then added in double).
+// Reference: the definitions, evaluated in float64 with plain torch ops on the
+// same (rounded) inputs.
+struct ManyBlocksCase {
+  std::vector<int64_t> shape;
+  bool channels_last;
+  torch::ScalarType dtype;
+};
+
+void PrintTo(const ManyBlocksCase& c, std::ostream* os) {
+  *os << "shape " << c10::IntArrayRef(c.shape) << (c.channels_last ? " channels_last " : " ")
+      << c10::toString(c.dtype);
+}
+
+class BatchNormParityManyBlocks : public ::testing::TestWithParam<ManyBlocksCase> {};
+
+TEST_P(BatchNormParityManyBlocks, ForwardBackwardAndRunningStatsMatchTheDefinitions) {
+  const auto& p = GetParam();
+  const int previous_threads = torch::get_num_threads();
+  torch::set_num_threads(2);
+  torch::manual_seed(11);
+  const int64_t C = p.shape[1];
+  auto layout = [&](torch::Tensor t) {
+    if (!p.channels_last) return t.contiguous();
+    return t.contiguous(t.dim() == 4 ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::ChannelsLast3d);
+  };
+  // Per-channel offsets and scales, so that a sum mixed up between channels shows.
+  std::vector<int64_t> view(p.shape.size(), 1);
+  view[1] = C;
+  auto x = layout((torch::randn(p.shape, torch::kDouble) * (torch::rand({C}, torch::kDouble) + 0.5).view(view) +
+                   torch::randn({C}, torch::kDouble).view(view) * 3)
+                      .to(p.dtype));
+  auto g = layout(torch::randn(p.shape, torch::kDouble).to(p.dtype) + 0.25);
+  auto weight = (torch::rand({C}, torch::kDouble) + 0.5).to(p.dtype).requires_grad_(true);
+  auto bias = torch::randn({C}, torch::kDouble).to(p.dtype).requires_grad_(true);
+  auto running_mean = torch::randn({C}, torch::kDouble).to(p.dtype);
+  auto running_var = (torch::rand({C}, torch::kDouble) + 0.5).to(p.dtype);
+  const auto rm0 = running_mean.to(torch::kDouble).clone(), rv0 = running_var.to(torch::kDouble).clone();
+  const double momentum = 0.1, eps = 1e-5;
+
+  auto xs = x.detach().requires_grad_(true);
+  auto y = BatchNormFunction::apply(xs, weight, bias, running_mean, running_var, true, momentum, eps);
+  auto grads = torch::autograd::grad({y}, {xs, weight, bias}, {g});
+  torch::set_num_threads(previous_threads);
+
+  // y = γ·x̂ + β, x̂ = (x − μ)/√(σ² + ε); dβ = Σg, dγ = Σ g·x̂,
+  // dx = γ/√(σ² + ε) · (g − Σg/M − x̂·Σ(g·x̂)/M); running var updated with σ²·M/(M − 1).
+  std::vector<int64_t> dims{0};
+  for (int64_t d = 2; d < static_cast<int64_t>(p.shape.size()); ++d) dims.push_back(d);
+  const double M = static_cast<double>(x.numel() / C);
+  auto xd = x.to(torch::kDouble), gd = g.to(torch::kDouble);
+  auto wd = weight.detach().to(torch::kDouble), bd = bias.detach().to(torch::kDouble);
+  auto mean = xd.mean(dims);
+  auto var = (xd - mean.view(view)).pow(2).mean(dims);
+  auto invstd = (var + eps).rsqrt();
+  auto xhat = (xd - mean.view(view)) * invstd.view(view);
+  auto expected_y = xhat * wd.view(view) + bd.view(view);
+  auto sum_g = gd.sum(dims), sum_gx = (gd * xhat).sum(dims);
+  auto expected_dx = (wd * invstd).view(view) * (gd - (sum_g / M).view(view) - xhat * (sum_gx / M).view(view));
+
+  const auto tol = bnlab_test::default_tolerance(p.dtype);
+  auto as_dtype = [&](const torch::Tensor& t) { return t.to(p.dtype); };
+  EXPECT_TRUE(bnlab_test::assert_close(y, as_dtype(expected_y), tol)) << "y";
+  EXPECT_TRUE(bnlab_test::assert_close(grads[0], as_dtype(expected_dx), tol)) << "dx";
+  // Σ over M values: scale the tolerance with the sums' magnitude (Σ|term|), not the result's.
+  const Tolerance sum_tol{tol.rtol, tol.atol * M};
+  EXPECT_TRUE(bnlab_test::assert_close(grads[1], as_dtype(sum_gx), sum_tol)) << "dγ";
+  EXPECT_TRUE(bnlab_test::assert_close(grads[2], as_dtype(sum_g), sum_tol)) << "dβ";
+  EXPECT_TRUE(bnlab_test::assert_close(running_mean, as_dtype((1 - momentum) * rm0 + momentum * mean), tol))
+      << "running_mean";
+  EXPECT_TRUE(bnlab_test::assert_close(running_var,
+                                       as_dtype((1 - momentum) * rv0 + momentum * var * M / (M - 1)), tol))
+      << "running_var";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, BatchNormParityManyBlocks,
+    ::testing::Values(ManyBlocksCase{{3000, 37}, false, torch::kFloat},   // (N, C): C not a multiple of the lanes
+                      ManyBlocksCase{{3000, 37}, false, torch::kDouble},
+                      ManyBlocksCase{{200, 1024}, false, torch::kFloat},  // wide rows: the minimum block of rows
+                      ManyBlocksCase{{6, 24, 23, 29}, true, torch::kFloat},
+                      ManyBlocksCase{{6, 24, 23, 29}, true, torch::kDouble},
+                      ManyBlocksCase{{3, 5, 7, 11, 13}, true, torch::kFloat},
+                      ManyBlocksCase{{6, 24, 23, 29}, false, torch::kFloat}),  // channel-major, for contrast
+    [](const ::testing::TestParamInfo<ManyBlocksCase>& info) {
+      std::string name = std::to_string(info.param.shape.size()) + "d";
+      for (auto s : info.param.shape) name += "_" + std::to_string(s);
+      if (info.param.channels_last) name += "_channels_last";
+      return name + "_" + c10::toString(info.param.dtype);
+    });
 
 }  // namespace
