@@ -180,67 +180,133 @@ inline void store(const Vectorized<T>& v, T* p, K k) {
   }
 }
 
+// Row by row, in memory order: f(i, c, k) for the k ≤ W channels from c of
+// each row, i = r·C + c (whole blocks get k as WholeBlock<T>, the partial last
+// one an int64_t). Passes go row-major so the data streams sequentially for the
+// prefetchers; per-channel coefficients or accumulators are reloaded from L1
+// rather than kept in registers, which works for any C.
+template <typename T, typename F>
+inline void rows_elementwise(int64_t r0, int64_t r1, int64_t C, F&& f) {
+  constexpr int64_t W = Vectorized<T>::size();
+  const int64_t full = C - C % W;
+  for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t c = 0; c < full; c += W) f(r * C + c, c, WholeBlock<T>{});
+    if (full < C) f(r * C + full, full, C - full);
+  }
+}
+
+// Rows of at least this many whole vectors take the row-major moments pass.
+inline constexpr int64_t kRowMajorMomentsVectors = 4;
+
+// One row block's centered sums of one channel, merged into its running
+// moments (mu, sq): the block mean is shift + d1/b and its m2 is d2 − d1²/b.
+inline void merge_block_moments(double shift, double d1, double d2, double inv_b, double w_mean, double w_m2,
+                                double& mu, double& sq) {
+  const double block_mean = shift + d1 * inv_b;
+  const double block_m2 = std::max(0.0, d2 - d1 * d1 * inv_b);
+  const double delta = block_mean - mu;
+  mu += delta * w_mean;
+  sq += block_m2 + delta * delta * w_m2;
+}
+
 // Per-channel moments of rows [r0, r1), merged into acc[0..C): per row block,
 // each channel's block mean (first pass) centers the second. Every channel sees
 // the same rows, so the running moments are kept as arrays (mean, m2) whose
 // merge weights are scalars shared by all lanes: with n rows before the block
 // and b in it, mean += δ·b/(n + b) and m2 += m2_b + δ²·n·b/(n + b), δ = mean_b − mean
 // (Chan et al.), no division per channel. acc gets one merge per channel.
+//
+// Narrow rows walk each block of W channels down the block's rows, with
+// independent sums for consecutive rows. Wide rows (at least
+// kRowMajorMomentsVectors vectors) go row by row in memory order into
+// L1-resident per-channel sums: walking down a W-channel column there strides
+// by C values (4 KB at C = 1024 floats, where every row of the column falls in
+// one L1 set), and a block of rows outgrows L1 before the column's second pass.
 template <typename T>
 void rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, Moments* acc) {
   using V = Vectorized<T>;
   constexpr int64_t W = V::size();
   std::vector<double> mean(static_cast<size_t>(C), 0.0), m2(static_cast<size_t>(C), 0.0);
-  for_row_channel_blocks<T>(r0, r1, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
+  const int64_t block_rows = std::max<int64_t>(kMinBlockRows, kRowBlockElements / C);
+  // The merge weights of the block [b0, b1).
+  struct BlockWeights {
+    double inv_b, w_mean, w_m2;
+  };
+  auto weights = [r0](int64_t b0, int64_t b1) {
     const double b = static_cast<double>(b1 - b0);
     const double before = static_cast<double>(b0 - r0);
-    const double inv_b = 1.0 / b;
-    const double w_mean = b / (before + b);
-    const double w_m2 = before * b / (before + b);
-    // Four rows at a time into independent sums: one running sum would make
-    // each pass a chain of dependent adds (4 cycles each), slower than the
-    // loads it consumes, and the second pass cannot start before the first ends.
-    V s[4] = {V(T(0)), V(T(0)), V(T(0)), V(T(0))};
-    int64_t r = b0;
-    for (; r + 4 <= b1; r += 4) {
-      for (int u = 0; u < 4; ++u) s[u] = s[u] + load(x + (r + u) * C + c, k);
-    }
-    for (; r < b1; ++r) s[0] = s[0] + load(x + r * C + c, k);
-    const V sum = (s[0] + s[1]) + (s[2] + s[3]);
-    T shift_lanes[W];
-    sum.store(shift_lanes);
-    for (int64_t j = 0; j < W; ++j) shift_lanes[j] = static_cast<T>(static_cast<double>(shift_lanes[j]) * inv_b);
-    const V shift = V::loadu(shift_lanes);
-    V p1[2] = {V(T(0)), V(T(0))}, p2[2] = {V(T(0)), V(T(0))};
-    r = b0;
-    for (; r + 2 <= b1; r += 2) {
-      for (int u = 0; u < 2; ++u) {
-        const V v = load(x + (r + u) * C + c, k) - shift;  // missing lanes: unused below
-        p1[u] = p1[u] + v;
-        p2[u] = at::vec::fmadd(v, v, p2[u]);
+    return BlockWeights{1.0 / b, b / (before + b), before * b / (before + b)};
+  };
+  if (C >= kRowMajorMomentsVectors * W) {
+    const int64_t padded = (C + W - 1) / W * W;
+    // shift (the block's first-pass mean), Σ(x − shift), Σ(x − shift)²; the
+    // padding lanes stay zero (partial loads zero them), so they add nothing.
+    std::vector<T> sums(static_cast<size_t>(3 * padded));
+    T* shift = sums.data();
+    T* p1 = shift + padded;
+    T* p2 = p1 + padded;
+    for (int64_t b0 = r0; b0 < r1; b0 += block_rows) {
+      const int64_t b1 = std::min(r1, b0 + block_rows);
+      const BlockWeights bw = weights(b0, b1);
+      std::fill(sums.begin(), sums.end(), T(0));
+      rows_elementwise<T>(b0, b1, C, [&](int64_t i, int64_t c, auto k) {
+        (V::loadu(shift + c) + load(x + i, k)).store(shift + c);
+      });
+      for (int64_t c = 0; c < C; ++c) shift[c] = static_cast<T>(static_cast<double>(shift[c]) * bw.inv_b);
+      rows_elementwise<T>(b0, b1, C, [&](int64_t i, int64_t c, auto k) {
+        const V v = load(x + i, k) - V::loadu(shift + c);
+        (V::loadu(p1 + c) + v).store(p1 + c);
+        at::vec::fmadd(v, v, V::loadu(p2 + c)).store(p2 + c);
+      });
+      for (int64_t c = 0; c < C; ++c) {
+        const auto j = static_cast<size_t>(c);
+        merge_block_moments(static_cast<double>(shift[c]), static_cast<double>(p1[c]), static_cast<double>(p2[c]),
+                            bw.inv_b, bw.w_mean, bw.w_m2, mean[j], m2[j]);
       }
     }
-    if (r < b1) {
-      const V v = load(x + r * C + c, k) - shift;
-      p1[0] = p1[0] + v;
-      p2[0] = at::vec::fmadd(v, v, p2[0]);
-    }
-    const V d1 = p1[0] + p1[1];
-    const V d2 = p2[0] + p2[1];
-    T l1[W], l2[W];
-    d1.store(l1);
-    d2.store(l2);
-    double* mu = mean.data() + c;
-    double* sq = m2.data() + c;
-    for (int64_t j = 0; j < k; ++j) {
-      const double a = static_cast<double>(l1[j]);
-      const double block_mean = static_cast<double>(shift_lanes[j]) + a * inv_b;
-      const double block_m2 = std::max(0.0, static_cast<double>(l2[j]) - a * a * inv_b);
-      const double delta = block_mean - mu[j];
-      mu[j] += delta * w_mean;
-      sq[j] += block_m2 + delta * delta * w_m2;
-    }
-  });
+  } else {
+    for_row_channel_blocks<T>(r0, r1, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
+      const BlockWeights bw = weights(b0, b1);
+      // Four rows at a time into independent sums: one running sum would make
+      // each pass a chain of dependent adds (4 cycles each), slower than the
+      // loads it consumes, and the second pass cannot start before the first ends.
+      V s[4] = {V(T(0)), V(T(0)), V(T(0)), V(T(0))};
+      int64_t r = b0;
+      for (; r + 4 <= b1; r += 4) {
+        for (int u = 0; u < 4; ++u) s[u] = s[u] + load(x + (r + u) * C + c, k);
+      }
+      for (; r < b1; ++r) s[0] = s[0] + load(x + r * C + c, k);
+      const V sum = (s[0] + s[1]) + (s[2] + s[3]);
+      T shift_lanes[W];
+      sum.store(shift_lanes);
+      for (int64_t j = 0; j < W; ++j) shift_lanes[j] = static_cast<T>(static_cast<double>(shift_lanes[j]) * bw.inv_b);
+      const V shift = V::loadu(shift_lanes);
+      V p1[2] = {V(T(0)), V(T(0))}, p2[2] = {V(T(0)), V(T(0))};
+      r = b0;
+      for (; r + 2 <= b1; r += 2) {
+        for (int u = 0; u < 2; ++u) {
+          const V v = load(x + (r + u) * C + c, k) - shift;  // missing lanes: unused below
+          p1[u] = p1[u] + v;
+          p2[u] = at::vec::fmadd(v, v, p2[u]);
+        }
+      }
+      if (r < b1) {
+        const V v = load(x + r * C + c, k) - shift;
+        p1[0] = p1[0] + v;
+        p2[0] = at::vec::fmadd(v, v, p2[0]);
+      }
+      const V d1 = p1[0] + p1[1];
+      const V d2 = p2[0] + p2[1];
+      T l1[W], l2[W];
+      d1.store(l1);
+      d2.store(l2);
+      for (int64_t j = 0; j < k; ++j) {
+        const auto ch = static_cast<size_t>(c + j);
+        merge_block_moments(static_cast<double>(shift_lanes[j]), static_cast<double>(l1[j]),
+                            static_cast<double>(l2[j]), bw.inv_b, bw.w_mean, bw.w_m2, mean[ch], m2[ch]);
+      }
+    });
+  }
   const double rows = static_cast<double>(r1 - r0);
   for (int64_t c = 0; c < C; ++c) acc[c].merge(rows, mean[static_cast<size_t>(c)], m2[static_cast<size_t>(c)]);
 }

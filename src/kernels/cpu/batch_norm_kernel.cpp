@@ -126,21 +126,6 @@ double span_backward_eval(const T* g, const T* x, T* dx, int64_t len, T mu, T a,
   return want_dx2 ? horizontal_sum(d2) : 0.0;
 }
 
-// Row by row, in memory order: y[r, ·] = (x[r, ·] − mu)·scale + shift over C
-// channels, W at a time (the partial last vector masked). Elementwise passes
-// go row-major so x and y stream sequentially for the prefetchers; the
-// coefficient vectors are reloaded from L1 (3·C values) rather than kept in
-// registers, which works for any C.
-template <typename T, typename F>
-inline void rows_elementwise(int64_t r0, int64_t r1, int64_t C, F&& f) {
-  constexpr int64_t W = Vectorized<T>::size();
-  const int64_t full = C - C % W;
-  for (int64_t r = r0; r < r1; ++r) {
-    for (int64_t c = 0; c < full; c += W) f(r * C + c, c, WholeBlock<T>{});
-    if (full < C) f(r * C + full, full, C - full);
-  }
-}
-
 // y[r, c] = (x[r, c] − mu[c])·scale[c] + shift[c] for rows [r0, r1); returns Σy² when asked.
 template <typename T>
 double rows_transform(const T* x, T* y, int64_t r0, int64_t r1, int64_t C, const T* mu, const T* scale,
