@@ -215,6 +215,8 @@ INSTANTIATE_TEST_SUITE_P(
                       ManyBlocksCase{{6, 24, 23, 29}, true, torch::kFloat},
                       ManyBlocksCase{{6, 24, 23, 29}, true, torch::kDouble},
                       ManyBlocksCase{{3, 5, 7, 11, 13}, true, torch::kFloat},
+                      ManyBlocksCase{{4, 72, 9, 11}, true, torch::kFloat},  // rows of many vectors, every capability
+                      ManyBlocksCase{{4, 72, 9, 11}, true, torch::kDouble},
                       ManyBlocksCase{{6, 24, 23, 29}, false, torch::kFloat}),  // channel-major, for contrast
     [](const ::testing::TestParamInfo<ManyBlocksCase>& info) {
       std::string name = std::to_string(info.param.shape.size()) + "d";

@@ -319,7 +319,7 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
       scale[static_cast<size_t>(c)] = static_cast<T>(gamma * a.invstd[c]);
       shift[static_cast<size_t>(c)] = static_cast<T>(a.bias != nullptr ? a.bias[c] : 0.0);
     }
-    auto block_coefficients = [&](int64_t c, int64_t k) {
+    auto block_coefficients = [&](int64_t c, auto k) {
       return Coefficients<T>{load(mu.data() + c, k), load(scale.data() + c, k), load(shift.data() + c, k)};
     };
     const int64_t grain = std::max<int64_t>(1, kGrainElements / C);
@@ -329,44 +329,79 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
       double* p1 = partial.data() + t * 2 * C;
       double* p2 = p1 + C;
       double lg2 = 0, ldz2 = 0;
-      for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
-        const Coefficients<T> k_ = block_coefficients(c, k);
-        const V valid = lane_mask<T>(k);
-        BackwardSums<T> s;
-        auto rows = [&](auto masked) {
-          constexpr bool kMasked = decltype(masked)::value;
-          for (int64_t r = b0; r < b1; ++r) {
-            const int64_t off = r * C + c;
-            const V gv = load_n<kMasked>(g + off, k);
-            const V xv = load_n<kMasked>(x + off, k);
-            V dz = dz_of<kMasked>(op, gv, xv, y != nullptr ? y + off : nullptr, k, k_);
-            if constexpr (kMasked) dz = V::blendv(V(T(0)), dz, valid);
-            s.s1 = s.s1 + dz;
-            s.s2 = at::vec::fmadd(dz, xv - k_.mu, s.s2);
-            if (want_stats) {
-              s.g2 = at::vec::fmadd(gv, gv, s.g2);
-              s.dz2 = at::vec::fmadd(dz, dz, s.dz2);
-            }
-            if (a.eval && dx != nullptr) store_n<kMasked>(dz * k_.scale, dx + off, k);
-          }
-        };
-        if (k == W) {
-          rows(std::false_type{});
-        } else {
-          rows(std::true_type{});
-        }
-        T l1[W], l2[W];
-        s.s1.store(l1);
-        s.s2.store(l2);
-        for (int64_t j = 0; j < k; ++j) {
-          p1[c + j] += static_cast<double>(l1[j]);
-          p2[c + j] += static_cast<double>(l2[j]);
-        }
+      // One vector at off = r·C + c, channels [c, c + k): dz, its part of the
+      // channel sums (s1, s2) and of Σg², Σdz², and eval's dx.
+      auto per_vector = [&](auto masked, int64_t off, int64_t c, int64_t k, const Coefficients<T>& k_, V& s1, V& s2,
+                            BackwardSums<T>& s) {
+        constexpr bool kMasked = decltype(masked)::value;
+        const V gv = load_n<kMasked>(g + off, k);
+        const V xv = load_n<kMasked>(x + off, k);
+        V dz = dz_of<kMasked>(op, gv, xv, y != nullptr ? y + off : nullptr, k, k_);
+        if constexpr (kMasked) dz = V::blendv(V(T(0)), dz, lane_mask<T>(k));
+        s1 = s1 + dz;
+        s2 = at::vec::fmadd(dz, xv - k_.mu, s2);
         if (want_stats) {
-          lg2 += horizontal_sum(s.g2);
-          ldz2 += horizontal_sum(s.dz2);
+          s.g2 = at::vec::fmadd(gv, gv, s.g2);
+          s.dz2 = at::vec::fmadd(dz, dz, s.dz2);
         }
-      });
+        if (a.eval && dx != nullptr) store_n<kMasked>(dz * k_.scale, dx + off, k);
+      };
+      if (C >= kRowMajorMinVectors * W) {
+        // Row by row in memory order into per-channel sums of T per row block
+        // (see kRowMajorMinVectors), added into the double partials per block.
+        const int64_t padded = (C + W - 1) / W * W;
+        std::vector<T> sums(static_cast<size_t>(2 * padded));
+        T* s1 = sums.data();
+        T* s2 = s1 + padded;
+        const int64_t block = std::max<int64_t>(kMinBlockRows, kRowBlockElements / C);
+        for (int64_t b0 = begin; b0 < end; b0 += block) {
+          const int64_t b1 = std::min(end, b0 + block);
+          std::fill(sums.begin(), sums.end(), T(0));
+          BackwardSums<T> s;
+          rows_elementwise<T>(b0, b1, C, [&](int64_t off, int64_t c, auto k) {
+            V v1 = V::loadu(s1 + c), v2 = V::loadu(s2 + c);
+            if constexpr (std::is_same_v<decltype(k), WholeBlock<T>>) {
+              per_vector(std::false_type{}, off, c, W, block_coefficients(c, k), v1, v2, s);
+            } else {
+              per_vector(std::true_type{}, off, c, k, block_coefficients(c, k), v1, v2, s);
+            }
+            v1.store(s1 + c);
+            v2.store(s2 + c);
+          });
+          for (int64_t c = 0; c < C; ++c) {
+            p1[c] += static_cast<double>(s1[c]);
+            p2[c] += static_cast<double>(s2[c]);
+          }
+          if (want_stats) {
+            lg2 += horizontal_sum(s.g2);
+            ldz2 += horizontal_sum(s.dz2);
+          }
+        }
+      } else {
+        for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
+          const Coefficients<T> k_ = block_coefficients(c, k);
+          BackwardSums<T> s;
+          auto rows = [&](auto masked) {
+            for (int64_t r = b0; r < b1; ++r) per_vector(masked, r * C + c, c, k, k_, s.s1, s.s2, s);
+          };
+          if (k == W) {
+            rows(std::false_type{});
+          } else {
+            rows(std::true_type{});
+          }
+          T l1[W], l2[W];
+          s.s1.store(l1);
+          s.s2.store(l2);
+          for (int64_t j = 0; j < k; ++j) {
+            p1[c + j] += static_cast<double>(l1[j]);
+            p2[c + j] += static_cast<double>(l2[j]);
+          }
+          if (want_stats) {
+            lg2 += horizontal_sum(s.g2);
+            ldz2 += horizontal_sum(s.dz2);
+          }
+        });
+      }
       g2() += lg2;
       dz2() += ldz2;
     });
@@ -386,18 +421,32 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
         bvec[static_cast<size_t>(c)] = static_cast<T>(b);
         cvec[static_cast<size_t>(c)] = static_cast<T>(cc);
       }
+      // dx = dz·scale − ((x − μ)·b + c), dz recomputed from g and x (or y).
+      auto dx_vector = [&](auto masked, int64_t off, int64_t c, int64_t k, const Coefficients<T>& k_, const V& bv,
+                           const V& cv) {
+        constexpr bool kMasked = decltype(masked)::value;
+        const V xv = load_n<kMasked>(x + off, k);
+        const V dz = dz_of<kMasked>(op, load_n<kMasked>(g + off, k), xv, y != nullptr ? y + off : nullptr, k, k_);
+        store_n<kMasked>(dz * k_.scale - ((xv - k_.mu) * bv + cv), dx + off, k);
+      };
       at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
+        if (C >= kRowMajorMinVectors * W) {
+          rows_elementwise<T>(begin, end, C, [&](int64_t off, int64_t c, auto k) {
+            if constexpr (std::is_same_v<decltype(k), WholeBlock<T>>) {
+              dx_vector(std::false_type{}, off, c, W, block_coefficients(c, k), V::loadu(bvec.data() + c),
+                        V::loadu(cvec.data() + c));
+            } else {
+              dx_vector(std::true_type{}, off, c, k, block_coefficients(c, k), load(bvec.data() + c, k),
+                        load(cvec.data() + c, k));
+            }
+          });
+          return;
+        }
         for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
           const Coefficients<T> k_ = block_coefficients(c, k);
           const V bv = load(bvec.data() + c, k), cv = load(cvec.data() + c, k);
           auto rows = [&](auto masked) {
-            constexpr bool kMasked = decltype(masked)::value;
-            for (int64_t r = b0; r < b1; ++r) {
-              const int64_t off = r * C + c;
-              const V xv = load_n<kMasked>(x + off, k);
-              const V dz = dz_of<kMasked>(op, load_n<kMasked>(g + off, k), xv, y != nullptr ? y + off : nullptr, k, k_);
-              store_n<kMasked>(dz * k_.scale - ((xv - k_.mu) * bv + cv), dx + off, k);
-            }
+            for (int64_t r = b0; r < b1; ++r) dx_vector(masked, r * C + c, c, k, k_, bv, cv);
           };
           if (k == W) {
             rows(std::false_type{});

@@ -195,8 +195,13 @@ inline void rows_elementwise(int64_t r0, int64_t r1, int64_t C, F&& f) {
   }
 }
 
-// Rows of at least this many whole vectors take the row-major moments pass.
-inline constexpr int64_t kRowMajorMomentsVectors = 4;
+// Channel-minor reductions over rows of at least this many vectors go row by
+// row in memory order, into per-channel sums kept in L1 (a load and a store per
+// vector, but C/W independent updates between two of one channel's). Narrower
+// rows walk each W-channel column down a block of rows with the sums in
+// registers: there a row-major walk would chain every row's update of the same
+// few sums through memory.
+inline constexpr int64_t kRowMajorMinVectors = 4;
 
 // One row block's centered sums of one channel, merged into its running
 // moments (mu, sq): the block mean is shift + d1/b and its m2 is d2 − d1²/b.
@@ -218,7 +223,7 @@ inline void merge_block_moments(double shift, double d1, double d2, double inv_b
 //
 // Narrow rows walk each block of W channels down the block's rows, with
 // independent sums for consecutive rows. Wide rows (at least
-// kRowMajorMomentsVectors vectors) go row by row in memory order into
+// kRowMajorMinVectors vectors) go row by row in memory order into
 // L1-resident per-channel sums: walking down a W-channel column there strides
 // by C values (4 KB at C = 1024 floats, where every row of the column falls in
 // one L1 set), and a block of rows outgrows L1 before the column's second pass.
@@ -237,7 +242,7 @@ void rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, Moments* acc) {
     const double before = static_cast<double>(b0 - r0);
     return BlockWeights{1.0 / b, b / (before + b), before * b / (before + b)};
   };
-  if (C >= kRowMajorMomentsVectors * W) {
+  if (C >= kRowMajorMinVectors * W) {
     const int64_t padded = (C + W - 1) / W * W;
     // shift (the block's first-pass mean), Σ(x − shift), Σ(x − shift)²; the
     // padding lanes stay zero (partial loads zero them), so they add nothing.

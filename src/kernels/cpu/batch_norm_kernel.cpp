@@ -358,37 +358,54 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
           double* p1 = partial.data() + t * 2 * C;
           double* p2 = p1 + C;
           V lg2(T(0)), ldx2(T(0));
-          // Row by row in memory order (as the elementwise passes), each
-          // channel's Σg and Σg(x − μ) kept in an L1-resident array of T per
-          // row block and added into the thread's double partials at the block's
-          // end. The per-channel order of the additions is the one of a walk
-          // down each channel, so the sums are as accurate as before; but g and x
-          // now stream sequentially (a walk down W-channel blocks at a stride of
-          // C values ran at half of copy bandwidth on Zen), and consecutive
-          // updates of one accumulator are C/W vectors apart instead of a chain.
-          const int64_t padded = (C + W - 1) / W * W;
-          std::vector<T> sums(static_cast<size_t>(2 * padded));
-          T* s1 = sums.data();
-          T* s2 = s1 + padded;
-          const int64_t block = std::max<int64_t>(kMinBlockRows, kRowBlockElements / C);
-          for (int64_t b0 = begin; b0 < end; b0 += block) {
-            const int64_t b1 = std::min(end, b0 + block);
-            std::fill(sums.begin(), sums.end(), T(0));
-            rows_elementwise<T>(b0, b1, C, [&](int64_t i, int64_t c, auto k) {
-              const V gv = load(g + i, k);  // zero lanes add nothing below
-              (V::loadu(s1 + c) + gv).store(s1 + c);
-              at::vec::fmadd(gv, load(x + i, k) - load(mu.data() + c, k), V::loadu(s2 + c)).store(s2 + c);
-              if constexpr (kG2) lg2 = at::vec::fmadd(gv, gv, lg2);
-              if constexpr (kEvalDx) {
-                const V dv = gv * load(av.data() + c, k);
-                store(dv, dx + i, k);
-                if constexpr (kDx2) ldx2 = at::vec::fmadd(dv, dv, ldx2);
+          // One vector of g (and x) at i, channels [c, c + k): its part of the
+          // sums (zero lanes add nothing), Σg², and eval's dx.
+          auto per_vector = [&](int64_t i, int64_t c, auto k, V& s1, V& s2) {
+            const V gv = load(g + i, k);
+            s1 = s1 + gv;
+            s2 = at::vec::fmadd(gv, load(x + i, k) - load(mu.data() + c, k), s2);
+            if constexpr (kG2) lg2 = at::vec::fmadd(gv, gv, lg2);
+            if constexpr (kEvalDx) {
+              const V dv = gv * load(av.data() + c, k);
+              store(dv, dx + i, k);
+              if constexpr (kDx2) ldx2 = at::vec::fmadd(dv, dv, ldx2);
+            }
+          };
+          if (C >= kRowMajorMinVectors * W) {
+            // Row-major into per-channel arrays of T per row block, added into
+            // the thread's double partials at the block's end: the per-channel
+            // order of the additions is the column walk's, so are the results.
+            const int64_t padded = (C + W - 1) / W * W;
+            std::vector<T> sums(static_cast<size_t>(2 * padded));
+            T* s1 = sums.data();
+            T* s2 = s1 + padded;
+            const int64_t block = std::max<int64_t>(kMinBlockRows, kRowBlockElements / C);
+            for (int64_t b0 = begin; b0 < end; b0 += block) {
+              const int64_t b1 = std::min(end, b0 + block);
+              std::fill(sums.begin(), sums.end(), T(0));
+              rows_elementwise<T>(b0, b1, C, [&](int64_t i, int64_t c, auto k) {
+                V v1 = V::loadu(s1 + c), v2 = V::loadu(s2 + c);
+                per_vector(i, c, k, v1, v2);
+                v1.store(s1 + c);
+                v2.store(s2 + c);
+              });
+              for (int64_t c = 0; c < C; ++c) {
+                p1[c] += static_cast<double>(s1[c]);
+                p2[c] += static_cast<double>(s2[c]);
+              }
+            }
+          } else {
+            for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
+              V s1(T(0)), s2(T(0));
+              for (int64_t r = b0; r < b1; ++r) per_vector(r * C + c, c, k, s1, s2);
+              T l1[W], l2[W];
+              s1.store(l1);
+              s2.store(l2);
+              for (int64_t j = 0; j < k; ++j) {
+                p1[c + j] += static_cast<double>(l1[j]);
+                p2[c + j] += static_cast<double>(l2[j]);
               }
             });
-            for (int64_t c = 0; c < C; ++c) {
-              p1[c] += static_cast<double>(s1[c]);
-              p2[c] += static_cast<double>(s2[c]);
-            }
           }
           if constexpr (kG2) g2() += horizontal_sum(lg2);
           if constexpr (kDx2) dx2() += horizontal_sum(ldx2);

@@ -131,7 +131,9 @@ TEST_P(BatchNormActEquivalence, EqualsBatchNormThenActivation) {
   const std::vector<LayoutCase> layouts = {{{16, 6}, "contiguous"},       {{9, 5}, "strided"},
                                            {{4, 6, 7}, "contiguous"},     {{3, 5, 4, 6}, "contiguous"},
                                            {{3, 5, 4, 6}, "channels_last"}, {{2, 3, 5, 4, 6}, "contiguous"},
-                                           {{2, 3, 5, 4, 6}, "channels_last"}, {{2, 17, 3, 3}, "contiguous"}};
+                                           {{2, 3, 5, 4, 6}, "channels_last"}, {{2, 17, 3, 3}, "contiguous"},
+                                           // Rows of many vectors (the row-major walks), over several row blocks.
+                                           {{130, 70}, "contiguous"},        {{3, 70, 5, 7}, "channels_last"}};
   for (const auto& a : activation_cases()) {
     for (const auto& lc : layouts) {
       for (bool training : {true, false}) {
