@@ -79,18 +79,25 @@ CsvSink::~CsvSink() {
 }
 
 void CsvSink::write(const StepMetrics& step) {
-  std::string out;
-  std::string step_part;
+  fmt::memory_buffer step_part;
   for (const auto& c : step_metric_columns()) {
-    if (impl_->include_timing || !is_timing_column(c.name)) step_part += "," + detail::format_number(c.get(step));
+    if (!impl_->include_timing && is_timing_column(c.name)) continue;
+    step_part.push_back(',');
+    detail::append_number(step_part, c.get(step));
   }
+  fmt::memory_buffer out;
+  auto it = std::back_inserter(out);
   for (const auto& layer : step.layers) {
-    out += fmt::format("{},{},{},{},{}{}", step.step, csv_field(layer.name), csv_field(layer.type),
-                       to_string(layer.kind), layer.forward_order, step_part);
-    for (const auto& c : layer_metric_columns()) out += "," + detail::format_number(c.get(layer));
-    out += "\n";
+    fmt::format_to(it, "{},{},{},{},{}", step.step, csv_field(layer.name), csv_field(layer.type),
+                   to_string(layer.kind), layer.forward_order);
+    out.append(step_part.data(), step_part.data() + step_part.size());
+    for (const auto& c : layer_metric_columns()) {
+      out.push_back(',');
+      detail::append_number(out, c.get(layer));
+    }
+    out.push_back('\n');
   }
-  impl_->file->write(out);
+  impl_->file->write(std::string_view(out.data(), out.size()));
 }
 
 void CsvSink::flush() { impl_->file->flush(); }

@@ -26,7 +26,7 @@ AppendFile::~AppendFile() {
   if (file_ != nullptr) std::fclose(file_);
 }
 
-void AppendFile::write(const std::string& bytes) {
+void AppendFile::write(std::string_view bytes) {
   if (std::fwrite(bytes.data(), 1, bytes.size(), file_) != bytes.size()) {
     throw std::runtime_error("cannot write " + path_ + ": " + std::strerror(errno));
   }
@@ -53,13 +53,22 @@ bool keep_lines(const std::string& path, bool keep_first_line,
   return true;
 }
 
-std::string format_number(double v) {
-  if (std::isnan(v)) return "";
-  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  return fmt::format("{}", v);  // the shortest form that reads back exactly
+void append_number(fmt::memory_buffer& out, double v) {
+  if (std::isnan(v)) return;
+  if (std::isinf(v)) {
+    fmt::format_to(std::back_inserter(out), "{}", v > 0 ? "inf" : "-inf");
+    return;
+  }
+  fmt::format_to(std::back_inserter(out), "{}", v);  // the shortest form that reads back exactly
 }
 
-std::string json_number(double v) { return std::isfinite(v) ? fmt::format("{}", v) : "null"; }
+void append_json_number(fmt::memory_buffer& out, double v) {
+  if (std::isfinite(v)) {
+    fmt::format_to(std::back_inserter(out), "{}", v);
+  } else {
+    fmt::format_to(std::back_inserter(out), "null");
+  }
+}
 
 std::string json_string(const std::string& s) {
   std::string out = "\"";

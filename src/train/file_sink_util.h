@@ -5,6 +5,9 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <string_view>
+
+#include <fmt/format.h>
 
 namespace bnlab::train::detail {
 
@@ -17,7 +20,7 @@ class AppendFile {
   AppendFile(const AppendFile&) = delete;
   AppendFile& operator=(const AppendFile&) = delete;
 
-  void write(const std::string& bytes);
+  void write(std::string_view bytes);
   void flush();
   const std::string& path() const { return path_; }
 
@@ -32,11 +35,12 @@ class AppendFile {
 bool keep_lines(const std::string& path, bool keep_first_line,
                 const std::function<bool(const std::string& line)>& keep);
 
-/// "1.5", "3e-05", "" for NaN, "inf"/"-inf" (CSV): the shortest form that reads back exactly.
-std::string format_number(double v);
+/// Appends "1.5", "3e-05", "" for NaN, "inf"/"-inf" (CSV): the shortest form that reads back exactly.
+/// The sinks format into one buffer per step, with no allocation per number.
+void append_number(fmt::memory_buffer& out, double v);
 
-/// A JSON number, or null for NaN/Inf.
-std::string json_number(double v);
+/// Appends a JSON number, or null for NaN/Inf.
+void append_json_number(fmt::memory_buffer& out, double v);
 
 /// A JSON string literal.
 std::string json_string(const std::string& s);

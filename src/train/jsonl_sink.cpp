@@ -35,38 +35,48 @@ JsonlSink::~JsonlSink() {
 }
 
 void JsonlSink::write(const StepMetrics& step) {
-  // Written with fmt rather than a JSON DOM: this runs every step.
-  using detail::json_number;
+  // Written with fmt into one buffer rather than a JSON DOM: this runs every step.
+  using detail::append_json_number;
   using detail::json_string;
-  std::string out = fmt::format("{{\"step\":{}", step.step);
+  fmt::memory_buffer out;
+  auto it = std::back_inserter(out);
+  fmt::format_to(it, "{{\"step\":{}", step.step);
   for (const auto& c : step_metric_columns()) {
-    const std::string name = c.name;
+    const std::string_view name = c.name;
     if (!impl_->include_timing && (name == "step_time_s" || name == "examples_per_s")) continue;
-    out += fmt::format(",\"{}\":{}", name, json_number(c.get(step)));
+    fmt::format_to(it, ",\"{}\":", name);
+    append_json_number(out, c.get(step));
   }
-  out += ",\"layers\":[";
+  fmt::format_to(it, ",\"layers\":[");
   for (size_t i = 0; i < step.layers.size(); ++i) {
     const auto& layer = step.layers[i];
-    out += fmt::format("{}{{\"layer\":{},\"type\":{},\"kind\":\"{}\",\"forward_order\":{}", i ? "," : "",
-                       json_string(layer.name), json_string(layer.type), to_string(layer.kind), layer.forward_order);
-    for (const auto& c : layer_metric_columns()) out += fmt::format(",\"{}\":{}", c.name, json_number(c.get(layer)));
-    out += "}";
+    fmt::format_to(it, "{}{{\"layer\":{},\"type\":{},\"kind\":\"{}\",\"forward_order\":{}", i ? "," : "",
+                   json_string(layer.name), json_string(layer.type), to_string(layer.kind), layer.forward_order);
+    for (const auto& c : layer_metric_columns()) {
+      fmt::format_to(it, ",\"{}\":", c.name);
+      append_json_number(out, c.get(layer));
+    }
+    out.push_back('}');
   }
-  out += "]";
+  out.push_back(']');
   if (!step.histograms.empty()) {
-    out += ",\"histograms\":[";
+    fmt::format_to(it, ",\"histograms\":[");
     for (size_t i = 0; i < step.histograms.size(); ++i) {
       const auto& h = step.histograms[i];
-      out += fmt::format("{}{{\"layer\":{},\"quantity\":{},\"edges\":[{}],\"counts\":[{}],\"min\":{},"
-                         "\"max\":{},\"num\":{},\"sum\":{},\"sum_squares\":{}}}",
-                         i ? "," : "", json_string(h.layer), json_string(h.quantity), fmt::join(h.edges, ","),
-                         fmt::join(h.counts, ","), json_number(h.min), json_number(h.max), json_number(h.num),
-                         json_number(h.sum), json_number(h.sum_squares));
+      fmt::format_to(it, "{}{{\"layer\":{},\"quantity\":{},\"edges\":[{}],\"counts\":[{}]", i ? "," : "",
+                     json_string(h.layer), json_string(h.quantity), fmt::join(h.edges, ","), fmt::join(h.counts, ","));
+      const std::pair<const char*, double> summary[] = {
+          {"min", h.min}, {"max", h.max}, {"num", h.num}, {"sum", h.sum}, {"sum_squares", h.sum_squares}};
+      for (const auto& [key, value] : summary) {
+        fmt::format_to(it, ",\"{}\":", key);
+        append_json_number(out, value);
+      }
+      out.push_back('}');
     }
-    out += "]";
+    out.push_back(']');
   }
-  out += "}\n";
-  impl_->file->write(out);
+  fmt::format_to(it, "}}\n");
+  impl_->file->write(std::string_view(out.data(), out.size()));
 }
 
 void JsonlSink::flush() { impl_->file->flush(); }

@@ -10,6 +10,8 @@
 
 #include <chrono>
 #include <cmath>
+#include <unordered_map>
+#include <vector>
 
 namespace bnlab::train {
 
@@ -29,11 +31,28 @@ std::string hostname() {
 
 struct TensorBoardSink::Impl {
   std::unique_ptr<detail::AppendFile> file;
+  // Reused every step: a cleared protobuf message keeps its repeated elements
+  // and their strings' capacity, so a step's summary allocates nothing new.
+  tbproto::Event event;
+  std::string bytes;
+  // "train/<metric>", and "<layer>/<metric>" per layer name, made once.
+  std::vector<std::string> step_tags;
+  std::unordered_map<std::string, std::vector<std::string>> layer_tags;
 
-  void write_event(const tbproto::Event& event) {
-    std::string bytes;
-    event.SerializeToString(&bytes);
+  void write_event(const tbproto::Event& e) {
+    bytes.clear();
+    e.SerializeToString(&bytes);
     file->write(tensorboard::frame_record(bytes));
+  }
+
+  const std::vector<std::string>& tags_of(const std::string& layer) {
+    auto it = layer_tags.find(layer);
+    if (it == layer_tags.end()) {
+      std::vector<std::string> tags;
+      for (const auto& c : layer_metric_columns()) tags.push_back(layer + "/" + c.name);
+      it = layer_tags.emplace(layer, std::move(tags)).first;
+    }
+    return it->second;
   }
 
   static void add_scalar(tbproto::Summary* summary, const std::string& tag, double value) {
@@ -75,15 +94,20 @@ TensorBoardSink::~TensorBoardSink() {
 const std::string& TensorBoardSink::path() const { return impl_->file->path(); }
 
 void TensorBoardSink::write(const StepMetrics& step) {
-  tbproto::Event event;
+  tbproto::Event& event = impl_->event;
+  event.Clear();
   event.set_wall_time(wall_time());
   event.set_step(step.step);
   auto* summary = event.mutable_summary();
-  for (const auto& c : step_metric_columns()) Impl::add_scalar(summary, std::string("train/") + c.name, c.get(step));
+  if (impl_->step_tags.empty()) {
+    for (const auto& c : step_metric_columns()) impl_->step_tags.push_back(std::string("train/") + c.name);
+  }
+  size_t k = 0;
+  for (const auto& c : step_metric_columns()) Impl::add_scalar(summary, impl_->step_tags[k++], c.get(step));
   for (const auto& layer : step.layers) {
-    for (const auto& c : layer_metric_columns()) {
-      Impl::add_scalar(summary, layer.name + "/" + c.name, c.get(layer));
-    }
+    const auto& tags = impl_->tags_of(layer.name);
+    k = 0;
+    for (const auto& c : layer_metric_columns()) Impl::add_scalar(summary, tags[k++], c.get(layer));
   }
   for (const auto& h : step.histograms) {
     if (h.counts.empty()) continue;

@@ -1,7 +1,13 @@
 #include "train/tensorboard/tfrecord.h"
 
 #include <array>
+#include <cstring>
 #include <stdexcept>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <nmmintrin.h>
+#define BNLAB_CRC32C_SSE42 1
+#endif
 
 namespace bnlab::train::tensorboard {
 
@@ -27,13 +33,47 @@ uint64_t get_le(std::string_view in, size_t at, int bytes) {
   return v;
 }
 
+#ifdef BNLAB_CRC32C_SSE42
+// The crc32 instruction computes CRC-32C's reflected update on 8 bytes at a
+// time, with the same register convention as the table (no final inversion).
+__attribute__((target("sse4.2"))) uint32_t crc32c_sse42(std::string_view data) {
+  uint64_t c = 0xFFFFFFFFU;
+  const char* p = data.data();
+  size_t n = data.size();
+  for (; n >= 8; n -= 8, p += 8) {
+    uint64_t word;
+    std::memcpy(&word, p, 8);
+    c = _mm_crc32_u64(c, word);
+  }
+  auto c32 = static_cast<uint32_t>(c);
+  for (; n > 0; --n, ++p) c32 = _mm_crc32_u8(c32, static_cast<uint8_t>(*p));
+  return c32 ^ 0xFFFFFFFFU;
+}
+#endif
+
 }  // namespace
 
-uint32_t crc32c(std::string_view data) {
+uint32_t crc32c_bytewise(std::string_view data) {
   static const auto table = make_table();
   uint32_t c = 0xFFFFFFFFU;
   for (char ch : data) c = table[(c ^ static_cast<uint8_t>(ch)) & 0xFFU] ^ (c >> 8);
   return c ^ 0xFFFFFFFFU;
+}
+
+bool crc32c_uses_hardware() {
+#ifdef BNLAB_CRC32C_SSE42
+  static const bool has = __builtin_cpu_supports("sse4.2");
+  return has;
+#else
+  return false;
+#endif
+}
+
+uint32_t crc32c(std::string_view data) {
+#ifdef BNLAB_CRC32C_SSE42
+  if (crc32c_uses_hardware()) return crc32c_sse42(data);
+#endif
+  return crc32c_bytewise(data);
 }
 
 uint32_t mask_crc(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + 0xa282ead8U; }

@@ -12,8 +12,16 @@
 
 namespace bnlab::train::tensorboard {
 
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) of `data`.
+/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) of `data`: with the
+/// SSE4.2 crc32 instruction where the CPU has it (8 bytes per instruction),
+/// else crc32c_bytewise.
 uint32_t crc32c(std::string_view data);
+
+/// The same CRC a byte at a time from a 256-entry table (the portable path).
+uint32_t crc32c_bytewise(std::string_view data);
+
+/// Whether crc32c uses the CPU's crc32 instruction.
+bool crc32c_uses_hardware();
 
 /// TFRecord's masking: ((crc >> 15) | (crc << 17)) + 0xa282ead8.
 uint32_t mask_crc(uint32_t crc);
