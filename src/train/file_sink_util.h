@@ -25,6 +25,7 @@ class AppendFile {
   const std::string& path() const { return path_; }
 
  private:
+  static constexpr size_t kBufferBytes = 64 * 1024;
   std::string path_;
   std::FILE* file_ = nullptr;
 };

@@ -403,7 +403,7 @@ StepMetrics Recorder::Impl::derive(const RawStep& raw) const {
   const float* samples = host_samples.data_ptr<float>();
   StepMetrics m;
   m.step = raw.step;
-  m.loss = raw.loss.defined() ? raw.loss.to(torch::kCPU, torch::kDouble).item<double>() : kNotMeasured;
+  m.loss = raw.loss.defined() ? raw.loss.item<double>() : kNotMeasured;
   m.lr = raw.lr;
   m.step_time_s = raw.step_time_s;
   m.examples_per_s = raw.step_time_s > 0 ? static_cast<double>(raw.batch_size) / raw.step_time_s : kNotMeasured;

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <unordered_map>
 #include <vector>
 
@@ -34,6 +35,9 @@ struct TensorBoardSink::Impl {
   // Reused every step: a cleared protobuf message keeps its repeated elements
   // and their strings' capacity, so a step's summary allocates nothing new.
   tbproto::Event event;
+  // The summary sits in Event's oneof, which Clear() deletes: it is kept apart
+  // and lent to the event for serializing.
+  std::unique_ptr<tbproto::Summary> summary = std::make_unique<tbproto::Summary>();
   std::string bytes;
   // "train/<metric>", and "<layer>/<metric>" per layer name, made once.
   std::vector<std::string> step_tags;
@@ -98,7 +102,8 @@ void TensorBoardSink::write(const StepMetrics& step) {
   event.Clear();
   event.set_wall_time(wall_time());
   event.set_step(step.step);
-  auto* summary = event.mutable_summary();
+  tbproto::Summary* summary = impl_->summary.get();
+  summary->Clear();
   if (impl_->step_tags.empty()) {
     for (const auto& c : step_metric_columns()) impl_->step_tags.push_back(std::string("train/") + c.name);
   }
@@ -125,7 +130,14 @@ void TensorBoardSink::write(const StepMetrics& step) {
       histo->add_bucket(h.counts[i]);
     }
   }
-  impl_->write_event(event);
+  event.set_allocated_summary(impl_->summary.release());
+  try {
+    impl_->write_event(event);
+  } catch (...) {
+    impl_->summary.reset(event.release_summary());
+    throw;
+  }
+  impl_->summary.reset(event.release_summary());
 }
 
 void TensorBoardSink::flush() { impl_->file->flush(); }
