@@ -347,36 +347,23 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
         if (a.eval && dx != nullptr) store_n<kMasked>(dz * k_.scale, dx + off, k);
       };
       if (C >= kRowMajorMinVectors * W) {
-        // Row by row in memory order into per-channel sums of T per row block
-        // (see kRowMajorMinVectors), added into the double partials per block.
-        const int64_t padded = (C + W - 1) / W * W;
-        std::vector<T> sums(static_cast<size_t>(2 * padded));
-        T* s1 = sums.data();
-        T* s2 = s1 + padded;
-        const int64_t block = std::max<int64_t>(kMinBlockRows, kRowBlockElements / C);
-        for (int64_t b0 = begin; b0 < end; b0 += block) {
-          const int64_t b1 = std::min(end, b0 + block);
-          std::fill(sums.begin(), sums.end(), T(0));
-          BackwardSums<T> s;
-          rows_elementwise<T>(b0, b1, C, [&](int64_t off, int64_t c, auto k) {
-            V v1 = V::loadu(s1 + c), v2 = V::loadu(s2 + c);
-            if constexpr (std::is_same_v<decltype(k), WholeBlock<T>>) {
-              per_vector(std::false_type{}, off, c, W, block_coefficients(c, k), v1, v2, s);
-            } else {
-              per_vector(std::true_type{}, off, c, k, block_coefficients(c, k), v1, v2, s);
-            }
-            v1.store(s1 + c);
-            v2.store(s2 + c);
-          });
-          for (int64_t c = 0; c < C; ++c) {
-            p1[c] += static_cast<double>(s1[c]);
-            p2[c] += static_cast<double>(s2[c]);
-          }
-          if (want_stats) {
-            lg2 += horizontal_sum(s.g2);
-            ldz2 += horizontal_sum(s.dz2);
-          }
-        }
+        BackwardSums<T> s;  // Σg² and Σdz², summed into double per row block
+        rows_channel_sums<T>(
+            begin, end, C, p1, p2,
+            [&](int64_t off, int64_t c, auto k, V& v1, V& v2) {
+              if constexpr (std::is_same_v<decltype(k), WholeBlock<T>>) {
+                per_vector(std::false_type{}, off, c, W, block_coefficients(c, k), v1, v2, s);
+              } else {
+                per_vector(std::true_type{}, off, c, k, block_coefficients(c, k), v1, v2, s);
+              }
+            },
+            [&] {
+              if (want_stats) {
+                lg2 += horizontal_sum(s.g2);
+                ldz2 += horizontal_sum(s.dz2);
+              }
+              s = BackwardSums<T>{};
+            });
       } else {
         for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
           const Coefficients<T> k_ = block_coefficients(c, k);

@@ -214,6 +214,39 @@ inline void merge_block_moments(double shift, double d1, double d2, double inv_b
   sq += block_m2 + delta * delta * w_m2;
 }
 
+// Two per-channel sums over rows [r0, r1) (see kRowMajorMinVectors), row by
+// row in memory order: for each vector of a row, f(i, c, k, s1, s2) adds its
+// part into s1 and s2 (the sums of channels [c, c + k), loaded from and stored
+// back to L1-resident arrays of T; lanes past k must get zero), and at the end
+// of each row block the block's sums are added into p1[0..C) and p2[0..C) in
+// double and block_end() runs. Per channel, the additions come in the order of
+// a walk down that channel, one row block at a time.
+template <typename T, typename F, typename G>
+void rows_channel_sums(int64_t r0, int64_t r1, int64_t C, double* p1, double* p2, F&& f, G&& block_end) {
+  using V = Vectorized<T>;
+  constexpr int64_t W = V::size();
+  const int64_t padded = (C + W - 1) / W * W;
+  std::vector<T> sums(static_cast<size_t>(2 * padded));
+  T* s1 = sums.data();
+  T* s2 = s1 + padded;
+  const int64_t block = std::max<int64_t>(kMinBlockRows, kRowBlockElements / C);
+  for (int64_t b0 = r0; b0 < r1; b0 += block) {
+    const int64_t b1 = std::min(r1, b0 + block);
+    std::fill(sums.begin(), sums.end(), T(0));
+    rows_elementwise<T>(b0, b1, C, [&](int64_t i, int64_t c, auto k) {
+      V v1 = V::loadu(s1 + c), v2 = V::loadu(s2 + c);
+      f(i, c, k, v1, v2);
+      v1.store(s1 + c);
+      v2.store(s2 + c);
+    });
+    for (int64_t c = 0; c < C; ++c) {
+      p1[c] += static_cast<double>(s1[c]);
+      p2[c] += static_cast<double>(s2[c]);
+    }
+    block_end();
+  }
+}
+
 // Per-channel moments of rows [r0, r1), merged into acc[0..C): per row block,
 // each channel's block mean (first pass) centers the second. Every channel sees
 // the same rows, so the running moments are kept as arrays (mean, m2) whose

@@ -372,28 +372,7 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
             }
           };
           if (C >= kRowMajorMinVectors * W) {
-            // Row-major into per-channel arrays of T per row block, added into
-            // the thread's double partials at the block's end: the per-channel
-            // order of the additions is the column walk's, so are the results.
-            const int64_t padded = (C + W - 1) / W * W;
-            std::vector<T> sums(static_cast<size_t>(2 * padded));
-            T* s1 = sums.data();
-            T* s2 = s1 + padded;
-            const int64_t block = std::max<int64_t>(kMinBlockRows, kRowBlockElements / C);
-            for (int64_t b0 = begin; b0 < end; b0 += block) {
-              const int64_t b1 = std::min(end, b0 + block);
-              std::fill(sums.begin(), sums.end(), T(0));
-              rows_elementwise<T>(b0, b1, C, [&](int64_t i, int64_t c, auto k) {
-                V v1 = V::loadu(s1 + c), v2 = V::loadu(s2 + c);
-                per_vector(i, c, k, v1, v2);
-                v1.store(s1 + c);
-                v2.store(s2 + c);
-              });
-              for (int64_t c = 0; c < C; ++c) {
-                p1[c] += static_cast<double>(s1[c]);
-                p2[c] += static_cast<double>(s2[c]);
-              }
-            }
+            rows_channel_sums<T>(begin, end, C, p1, p2, per_vector, [] {});
           } else {
             for_row_channel_blocks<T>(begin, end, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
               V s1(T(0)), s2(T(0));
