@@ -290,6 +290,18 @@ TEST(ActivationSample, QuantilesOfClusteredAndTiedValuesMatchTorch) {
   }
 }
 
+TEST(ActivationSample, ManyQuantilesAtOnceMatchTorch) {
+  // More ranks than the selection keeps per call (two per quantile, 64 per
+  // call): they go through it in several calls.
+  torch::manual_seed(27);
+  auto x = torch::randn({3200});
+  std::vector<double> qs;
+  for (int k = 0; k <= 100; ++k) qs.push_back(k / 100.0);
+  auto ours = bnlab::nn::sample_quantiles(x.data_ptr<float>(), x.numel(), qs);
+  auto theirs = torch::quantile(x.to(torch::kDouble), torch::tensor(qs, torch::kDouble));
+  EXPECT_TRUE(assert_close(torch::tensor(ours, torch::kDouble), theirs, {1e-12, 0.0}));
+}
+
 TEST(ActivationSample, NaNGivesNaNQuantiles) {
   std::vector<float> v{1.0f, std::nanf(""), 3.0f};
   auto q = bnlab::nn::sample_quantiles(v.data(), 3, {0.5});
