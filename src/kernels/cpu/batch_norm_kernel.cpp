@@ -2,6 +2,7 @@
 #include "kernels/cpu/batch_norm_kernel.h"
 
 #include "kernels/cpu/batch_norm_helpers.h"
+#include "kernels/cpu/streaming_store.h"
 #include "kernels/cpu/vec_helpers.h"
 
 #include <ATen/Dispatch.h>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -53,6 +55,33 @@ double span_transform(const T* x, T* y, int64_t len, T mu, T scale, T shift, boo
   using V = Vectorized<T>;
   const V m(mu), s(scale), b(shift);
   return map_span(y, len, want_y2, [&](int64_t i, auto k) { return at::vec::fmadd(load(x + i, k) - m, s, b); });
+}
+
+// span_transform writing y with non-temporal stores (see streaming_store.h):
+// plain stores up to y's first vector-aligned address and for the tail, the
+// same fused multiply-add everywhere, so the values are those of span_transform.
+template <typename T>
+double span_transform_streaming(const T* x, T* y, int64_t len, T mu, T scale, T shift, bool want_y2) {
+  using V = Vectorized<T>;
+  constexpr auto kAlign = static_cast<uintptr_t>(sizeof(V));
+  const auto misalignment = reinterpret_cast<uintptr_t>(y) % kAlign;
+  int64_t head = 0;
+  if (misalignment != 0) {
+    if (misalignment % sizeof(T) != 0) return span_transform(x, y, len, mu, scale, shift, want_y2);
+    head = std::min<int64_t>(len, static_cast<int64_t>((kAlign - misalignment) / sizeof(T)));
+  }
+  double sq = head > 0 ? span_transform(x, y, head, mu, scale, shift, want_y2) : 0.0;
+  const V m(mu), s(scale), b(shift);
+  V acc(T(0));
+  int64_t i = head;
+  for (; i + V::size() <= len; i += V::size()) {
+    const V r = at::vec::fmadd(V::loadu(x + i) - m, s, b);
+    store_stream(r, y + i);
+    if (want_y2) acc = at::vec::fmadd(r, r, acc);
+  }
+  if (want_y2) sq += horizontal_sum(acc);
+  if (i < len) sq += span_transform(x + i, y + i, len - i, mu, scale, shift, want_y2);
+  return sq;
 }
 
 // Σ g and Σ g·(x − mu) over a span.
@@ -258,13 +287,17 @@ void transform_kernel(const at::Tensor& xt, const at::Tensor& yt, const BatchNor
     ThreadSums y2(at::get_num_threads());
     const int64_t total = L.outer * C;
     const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(L.inner, 1));
+    const int64_t bytes = total * L.inner * static_cast<int64_t>(sizeof(T));
+    const bool stream = should_stream_output(bytes, bytes);
     at::parallel_for(0, total, grain, [&](int64_t begin, int64_t end) {
       double local = 0;
       for (int64_t i = begin; i < end; ++i) {
         const int64_t c = i % C;
-        local += span_transform(x + i * L.inner, y + i * L.inner, L.inner, static_cast<T>(mean[c]),
-                                static_cast<T>(scale[c]), static_cast<T>(shift[c]), sum_y2 != nullptr);
+        const auto transform = stream ? span_transform_streaming<T> : span_transform<T>;
+        local += transform(x + i * L.inner, y + i * L.inner, L.inner, static_cast<T>(mean[c]),
+                           static_cast<T>(scale[c]), static_cast<T>(shift[c]), sum_y2 != nullptr);
       }
+      if (stream) stream_fence();
       y2() += local;
     });
     if (sum_y2 != nullptr) *sum_y2 = y2.total();

@@ -74,6 +74,39 @@ inline void store_partial(const at::vec::Vectorized<T>& v, T* p, int64_t count) 
   v.store(p, static_cast<int>(count));
 }
 
+/// Stores v at p, which must be aligned to sizeof(Vectorized<T>), bypassing
+/// the caches where the capability has a non-temporal store (a plain store
+/// otherwise). Callers end their run of such stores with stream_fence().
+template <typename T>
+inline void store_stream(const at::vec::Vectorized<T>& v, T* p) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<T, float>) {
+    _mm512_stream_ps(p, v);
+    return;
+  } else if constexpr (std::is_same_v<T, double>) {
+    _mm512_stream_pd(p, v);
+    return;
+  }
+#elif defined(CPU_CAPABILITY_AVX2)
+  if constexpr (std::is_same_v<T, float>) {
+    _mm256_stream_ps(p, v);
+    return;
+  } else if constexpr (std::is_same_v<T, double>) {
+    _mm256_stream_pd(p, v);
+    return;
+  }
+#endif
+  v.store(p);
+}
+
+/// Orders this thread's non-temporal stores before its later stores (they are
+/// weakly ordered), so whoever synchronizes with it next sees them.
+inline void stream_fence() {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  _mm_sfence();
+#endif
+}
+
 /// Lanes holding NaN or ±Inf. (v − v is 0 for finite v and NaN otherwise; the
 /// ordered == is false on NaN in every capability.)
 template <typename T>
