@@ -26,15 +26,15 @@ float key_value(uint32_t k) {
 }
 
 // The order statistics at `ranks` (ascending, distinct) of keys, written to
-// out[0..num_ranks), num_ranks ≤ kMaxRanks. Most-significant-digit radix selection: a histogram of
-// the top 12 bits (sign, exponent and 3 mantissa bits: buckets an eighth of an
-// octave wide), one pass that gathers the buckets holding a wanted rank into
-// one array, and the same again on each gathered bucket with the next digit;
-// buckets small enough are sorted. Exact; two passes over the data for typical
-// activations. The recorder's writer calls it for every activation layer on
-// every step, so the per-level arrays are reused (thread-local) rather than
-// allocated: with fresh vectors, zeroing and freeing them cost as much as the
-// selection (3200 values: about 15 µs against 5).
+// out[0..num_ranks), num_ranks ≤ kMaxRanks. Most-significant-digit radix
+// selection: a histogram of the top 12 bits (sign, exponent and 3 mantissa
+// bits: buckets an eighth of an octave wide), one pass that gathers the
+// buckets holding a wanted rank into one array, and the same again on each
+// gathered bucket with the next digit; buckets small enough are sorted. Exact;
+// two passes over the data for typical activations. The recorder's writer
+// calls it for every activation layer on every step, so the per-level arrays
+// are reused (thread-local) rather than allocated per call: for 3200 values
+// that took sample_quantiles from 14.7 to 12.0 µs.
 constexpr size_t kMaxRanks = 64;
 
 void select_ranks(const uint32_t* keys, size_t n, int level, const size_t* ranks, size_t num_ranks, uint32_t* out) {
@@ -80,8 +80,7 @@ void select_ranks(const uint32_t* keys, size_t n, int level, const size_t* ranks
   gathered_at[wanted] = gathered_size;
   // One pass gathers every wanted bucket.
   s.gathered.resize(gathered_size);
-  std::array<size_t, kMaxRanks> fill{};
-  for (size_t k = 0; k < wanted; ++k) fill[k] = gathered_at[k];
+  auto fill = gathered_at;  // each wanted bucket's next free place in `gathered`
   for (size_t i = 0; i < n; ++i) {
     const int slot = s.slot_of[(keys[i] >> shift) & (digits - 1)];
     if (slot >= 0) s.gathered[fill[static_cast<size_t>(slot)]++] = keys[i];

@@ -26,15 +26,21 @@ using at::vec::Vectorized;
 // out = f(i, k) over a span of `len` values: whole vectors, then a masked
 // tail; f returns the vector at offset i from its first k lanes (k is
 // WholeBlock<T> except at the tail, where it is an int64_t). Returns Σ out²
-// over the span when wanted.
-template <typename T, typename F>
+// over the span when wanted. With kStream, out must be vector-aligned and the
+// whole vectors go out as non-temporal stores (store_stream; the caller
+// fences).
+template <bool kStream = false, typename T, typename F>
 double map_span(T* out, int64_t len, bool want_sq, const F& f) {
   using V = Vectorized<T>;
   V sq(T(0));
   int64_t i = 0;
   for (; i + V::size() <= len; i += V::size()) {
     const V r = f(i, WholeBlock<T>{});
-    r.store(out + i);
+    if constexpr (kStream) {
+      store_stream(r, out + i);
+    } else {
+      r.store(out + i);
+    }
     if (want_sq) sq = at::vec::fmadd(r, r, sq);
   }
   if (i < len) {
@@ -58,30 +64,22 @@ double span_transform(const T* x, T* y, int64_t len, T mu, T scale, T shift, boo
 }
 
 // span_transform writing y with non-temporal stores (see streaming_store.h):
-// plain stores up to y's first vector-aligned address and for the tail, the
-// same fused multiply-add everywhere, so the values are those of span_transform.
+// plain stores up to y's first vector-aligned address and for the masked
+// tail, the same fused multiply-add everywhere, so the values are those of
+// span_transform.
 template <typename T>
 double span_transform_streaming(const T* x, T* y, int64_t len, T mu, T scale, T shift, bool want_y2) {
   using V = Vectorized<T>;
   constexpr auto kAlign = static_cast<uintptr_t>(sizeof(V));
   const auto misalignment = reinterpret_cast<uintptr_t>(y) % kAlign;
-  int64_t head = 0;
-  if (misalignment != 0) {
-    if (misalignment % sizeof(T) != 0) return span_transform(x, y, len, mu, scale, shift, want_y2);
-    head = std::min<int64_t>(len, static_cast<int64_t>((kAlign - misalignment) / sizeof(T)));
-  }
-  double sq = head > 0 ? span_transform(x, y, head, mu, scale, shift, want_y2) : 0.0;
+  if (misalignment % sizeof(T) != 0) return span_transform(x, y, len, mu, scale, shift, want_y2);
+  const int64_t head =
+      misalignment == 0 ? 0 : std::min<int64_t>(len, static_cast<int64_t>((kAlign - misalignment) / sizeof(T)));
+  const double head_sq = head > 0 ? span_transform(x, y, head, mu, scale, shift, want_y2) : 0.0;
   const V m(mu), s(scale), b(shift);
-  V acc(T(0));
-  int64_t i = head;
-  for (; i + V::size() <= len; i += V::size()) {
-    const V r = at::vec::fmadd(V::loadu(x + i) - m, s, b);
-    store_stream(r, y + i);
-    if (want_y2) acc = at::vec::fmadd(r, r, acc);
-  }
-  if (want_y2) sq += horizontal_sum(acc);
-  if (i < len) sq += span_transform(x + i, y + i, len - i, mu, scale, shift, want_y2);
-  return sq;
+  const T* xb = x + head;
+  return head_sq + map_span<true>(y + head, len - head, want_y2,
+                                  [&](int64_t i, auto k) { return at::vec::fmadd(load(xb + i, k) - m, s, b); });
 }
 
 // Σ g and Σ g·(x − mu) over a span.
@@ -289,11 +287,11 @@ void transform_kernel(const at::Tensor& xt, const at::Tensor& yt, const BatchNor
     const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(L.inner, 1));
     const int64_t bytes = total * L.inner * static_cast<int64_t>(sizeof(T));
     const bool stream = should_stream_output(bytes, bytes);
+    const auto transform = stream ? span_transform_streaming<T> : span_transform<T>;
     at::parallel_for(0, total, grain, [&](int64_t begin, int64_t end) {
       double local = 0;
       for (int64_t i = begin; i < end; ++i) {
         const int64_t c = i % C;
-        const auto transform = stream ? span_transform_streaming<T> : span_transform<T>;
         local += transform(x + i * L.inner, y + i * L.inner, L.inner, static_cast<T>(mean[c]),
                            static_cast<T>(scale[c]), static_cast<T>(shift[c]), sum_y2 != nullptr);
       }
