@@ -162,8 +162,68 @@ struct DoubleView {
       f = t.data_ptr<float>();
     }
   }
+  explicit DoubleView(const double* values) : d(values) {}
+  bool defined() const { return f != nullptr || d != nullptr; }
   double operator[](int64_t c) const { return d != nullptr ? d[c] : static_cast<double>(f[c]); }
 };
+
+bool host_drift_inputs(const torch::Tensor& stats, const torch::Tensor& channel_stats,
+                       const torch::Tensor& running_mean, const torch::Tensor& running_var) {
+  return stats.device().is_cpu() && (!channel_stats.defined() || channel_stats.device().is_cpu()) &&
+         cpu_vector(running_mean) && cpu_vector(running_var);
+}
+
+// batch_norm_drift_stats on the host, from views of the four vectors
+// (batch mean, batch var, running mean, running var; a pair may be undefined):
+// plain loops, no tensor ops, as this runs for every BatchNorm on every recorded step.
+void host_drift_stats(const torch::Tensor& stats, const torch::Tensor& channel_stats, const DoubleView (&sources)[4],
+                      double eps, int64_t channels, int64_t count) {
+  namespace slot = nn::batch_norm_stat;
+  const double nan = std::nan("");
+  auto* s = stats.data_ptr<double>();
+  s[slot::kChannels] = static_cast<double>(channels);
+  s[slot::kValuesPerChannel] = static_cast<double>(count);
+  if (channel_stats.defined()) {
+    double* out = channel_stats.data_ptr<double>();
+    for (int k = 0; k < 4; ++k) {
+      if (!sources[k].defined()) {
+        std::fill_n(out + k * channels, channels, nan);
+        continue;
+      }
+      for (int64_t c = 0; c < channels; ++c) out[k * channels + c] = sources[k][c];
+    }
+    return;
+  }
+  const DoubleView &bmean = sources[0], &bvar = sources[1], &rmean = sources[2], &rvar = sources[3];
+  const bool have_batch = bmean.defined(), have_running = rmean.defined();
+  double bm = 0, bv = 0, rm = 0, rv = 0, mean_drift = 0, var_drift = 0;
+  if (have_batch) {
+    for (int64_t c = 0; c < channels; ++c) {
+      bm += bmean[c];
+      bv += bvar[c];
+    }
+  }
+  if (have_running) {
+    for (int64_t c = 0; c < channels; ++c) {
+      rm += rmean[c];
+      rv += rvar[c];
+    }
+  }
+  if (have_batch && have_running) {
+    // drift = mean over c of |μ_B − μ_run| / sqrt(σ²_run + ε), and of |log(σ²_B / σ²_run)|
+    for (int64_t c = 0; c < channels; ++c) {
+      mean_drift += std::abs(bmean[c] - rmean[c]) / std::sqrt(rvar[c] + eps);
+      var_drift += std::abs(std::log(bvar[c] / rvar[c]));
+    }
+  }
+  const double inv = channels > 0 ? 1.0 / static_cast<double>(channels) : nan;
+  s[slot::kBatchMeanAvg] = have_batch ? bm * inv : nan;
+  s[slot::kBatchVarAvg] = have_batch ? bv * inv : nan;
+  s[slot::kRunningMeanAvg] = have_running ? rm * inv : nan;
+  s[slot::kRunningVarAvg] = have_running ? rv * inv : nan;
+  s[slot::kMeanDrift] = have_batch && have_running ? mean_drift * inv : nan;
+  s[slot::kVarDrift] = have_batch && have_running ? var_drift * inv : nan;
+}
 
 }  // namespace
 
@@ -181,68 +241,26 @@ void batch_norm_drift_stats(const torch::Tensor& stats, const torch::Tensor& cha
     TORCH_CHECK(channel_stats.numel() == 4 * channels && channel_stats.scalar_type() == torch::kDouble,
                 "bnlab::batch_norm: expected the probe's channel_stats to be float64 of 4*C = ",
                 4 * channels, " values, got ", channel_stats.scalar_type(), " of ", channel_stats.numel());
-    const torch::Tensor* sources[4] = {&batch_mean, &batch_var, &running_mean, &running_var};
-    if (channel_stats.device().is_cpu() && cpu_vector(batch_mean) && cpu_vector(batch_var) &&
-        cpu_vector(running_mean) && cpu_vector(running_var)) {
-      double* out = channel_stats.data_ptr<double>();
-      for (int k = 0; k < 4; ++k) {
-        if (!sources[k]->defined()) {
-          std::fill_n(out + k * channels, channels, nan);
-          continue;
-        }
-        const DoubleView v(*sources[k]);
-        for (int64_t c = 0; c < channels; ++c) out[k * channels + c] = v[c];
-      }
-      auto* s = stats.data_ptr<double>();
-      s[slot::kChannels] = static_cast<double>(channels);
-      s[slot::kValuesPerChannel] = static_cast<double>(count);
-    } else {
-      for (int k = 0; k < 4; ++k) {
-        auto part = channel_stats.narrow(0, k * channels, channels);
-        if (sources[k]->defined()) {
-          part.copy_(*sources[k]);
-        } else {
-          part.fill_(nan);
-        }
-      }
-      stats[slot::kChannels].fill_(static_cast<double>(channels));
-      stats[slot::kValuesPerChannel].fill_(static_cast<double>(count));
-    }
+  }
+  if (host_drift_inputs(stats, channel_stats, running_mean, running_var) && cpu_vector(batch_mean) &&
+      cpu_vector(batch_var)) {
+    const DoubleView sources[4] = {DoubleView(batch_mean), DoubleView(batch_var), DoubleView(running_mean),
+                                   DoubleView(running_var)};
+    host_drift_stats(stats, channel_stats, sources, eps, channels, count);
     return;
   }
-  if (stats.device().is_cpu() && cpu_vector(batch_mean) && cpu_vector(batch_var) &&
-      cpu_vector(running_mean) && cpu_vector(running_var)) {
-    // C values each: plain loops, no tensor ops (this runs on every recorded step).
-    const DoubleView bmean(batch_mean), bvar(batch_var), rmean(running_mean), rvar(running_var);
-    double bm = 0, bv = 0, rm = 0, rv = 0, mean_drift = 0, var_drift = 0;
-    if (have_batch) {
-      for (int64_t c = 0; c < channels; ++c) {
-        bm += bmean[c];
-        bv += bvar[c];
+  if (channel_stats.defined()) {
+    const torch::Tensor* sources[4] = {&batch_mean, &batch_var, &running_mean, &running_var};
+    for (int k = 0; k < 4; ++k) {
+      auto part = channel_stats.narrow(0, k * channels, channels);
+      if (sources[k]->defined()) {
+        part.copy_(*sources[k]);
+      } else {
+        part.fill_(nan);
       }
     }
-    if (have_running) {
-      for (int64_t c = 0; c < channels; ++c) {
-        rm += rmean[c];
-        rv += rvar[c];
-      }
-    }
-    if (have_batch && have_running) {
-      for (int64_t c = 0; c < channels; ++c) {
-        mean_drift += std::abs(bmean[c] - rmean[c]) / std::sqrt(rvar[c] + eps);
-        var_drift += std::abs(std::log(bvar[c] / rvar[c]));
-      }
-    }
-    const double inv = channels > 0 ? 1.0 / static_cast<double>(channels) : nan;
-    auto* s = stats.data_ptr<double>();
-    s[slot::kChannels] = static_cast<double>(channels);
-    s[slot::kValuesPerChannel] = static_cast<double>(count);
-    s[slot::kBatchMeanAvg] = have_batch ? bm * inv : nan;
-    s[slot::kBatchVarAvg] = have_batch ? bv * inv : nan;
-    s[slot::kRunningMeanAvg] = have_running ? rm * inv : nan;
-    s[slot::kRunningVarAvg] = have_running ? rv * inv : nan;
-    s[slot::kMeanDrift] = have_batch && have_running ? mean_drift * inv : nan;
-    s[slot::kVarDrift] = have_batch && have_running ? var_drift * inv : nan;
+    stats[slot::kChannels].fill_(static_cast<double>(channels));
+    stats[slot::kValuesPerChannel].fill_(static_cast<double>(count));
     return;
   }
   // Other devices: a few device ops, no host sync.
@@ -394,9 +412,17 @@ CpuForward batch_norm_forward_cpu(const torch::Tensor& input_in, const torch::Te
     cpu::batch_norm_forward_train_stub.get()(input, out.output, *layout, w, b, eps, mean.data(), var.data(), want_y2);
     if (stats.defined()) {
       // Against the statistics eval mode would have used: before the update.
-      auto bm = torch::from_blob(mean.data(), {C}, torch::kDouble);
-      auto bv = torch::from_blob(var.data(), {C}, torch::kDouble);
-      batch_norm_drift_stats(stats, channel_stats, bm, bv, running_mean, running_var, eps, C, count);
+      if (host_drift_inputs(stats, channel_stats, running_mean, running_var) &&
+          (!channel_stats.defined() || (channel_stats.numel() == 4 * C && channel_stats.scalar_type() == torch::kDouble))) {
+        // Straight from the host vectors: no tensors made around them on every step.
+        const DoubleView sources[4] = {DoubleView(mean.data()), DoubleView(var.data()), DoubleView(running_mean),
+                                       DoubleView(running_var)};
+        host_drift_stats(stats, channel_stats, sources, eps, C, count);
+      } else {
+        auto bm = torch::from_blob(mean.data(), {C}, torch::kDouble);
+        auto bv = torch::from_blob(var.data(), {C}, torch::kDouble);
+        batch_norm_drift_stats(stats, channel_stats, bm, bv, running_mean, running_var, eps, C, count);
+      }
     }
     detail::update_running_stats_cpu(running_mean, running_var, mean, var, count, momentum);
     for (int64_t c = 0; c < C; ++c) invstd[static_cast<size_t>(c)] = 1.0 / std::sqrt(var[static_cast<size_t>(c)] + eps);
