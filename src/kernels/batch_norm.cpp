@@ -167,11 +167,24 @@ struct DoubleView {
   double operator[](int64_t c) const { return d != nullptr ? d[c] : static_cast<double>(f[c]); }
 };
 
-bool host_drift_inputs(const torch::Tensor& stats, const torch::Tensor& channel_stats,
-                       const torch::Tensor& running_mean, const torch::Tensor& running_var) {
-  return stats.device().is_cpu() && (!channel_stats.defined() || channel_stats.device().is_cpu()) &&
-         cpu_vector(running_mean) && cpu_vector(running_var);
-}
+// The batch statistics a drift row compares with the running ones: tensors,
+// or the CPU forward's own host vectors of C doubles (no tensors made around
+// them on every recorded step unless the device path needs them).
+struct BatchMoments {
+  torch::Tensor mean, var;
+  const double* host_mean = nullptr;
+  const double* host_var = nullptr;
+
+  bool defined() const { return host_mean != nullptr || mean.defined(); }
+  bool readable_on_host() const { return host_mean != nullptr || (cpu_vector(mean) && cpu_vector(var)); }
+  DoubleView mean_view() const { return host_mean != nullptr ? DoubleView(host_mean) : DoubleView(mean); }
+  DoubleView var_view() const { return host_var != nullptr ? DoubleView(host_var) : DoubleView(var); }
+  std::pair<torch::Tensor, torch::Tensor> tensors(int64_t channels) const {
+    if (host_mean == nullptr) return {mean, var};
+    return {torch::from_blob(const_cast<double*>(host_mean), {channels}, torch::kDouble),
+            torch::from_blob(const_cast<double*>(host_var), {channels}, torch::kDouble)};
+  }
+};
 
 // batch_norm_drift_stats on the host, from views of the four vectors
 // (batch mean, batch var, running mean, running var; a pair may be undefined):
@@ -225,30 +238,28 @@ void host_drift_stats(const torch::Tensor& stats, const torch::Tensor& channel_s
   s[slot::kVarDrift] = have_batch && have_running ? var_drift * inv : nan;
 }
 
-}  // namespace
-
-void batch_norm_drift_stats(const torch::Tensor& stats, const torch::Tensor& channel_stats,
-                            const torch::Tensor& batch_mean,
-                            const torch::Tensor& batch_var, const torch::Tensor& running_mean,
-                            const torch::Tensor& running_var, double eps, int64_t channels,
-                            int64_t count) {
+// batch_norm_drift_stats (see batch_norm.h), with the batch pair as BatchMoments.
+void fill_drift_stats(const torch::Tensor& stats, const torch::Tensor& channel_stats, const BatchMoments& batch,
+                      const torch::Tensor& running_mean, const torch::Tensor& running_var, double eps,
+                      int64_t channels, int64_t count) {
   namespace slot = nn::batch_norm_stat;
   torch::NoGradGuard no_grad;
   const double nan = std::nan("");
-  const bool have_batch = batch_mean.defined();
+  const bool have_batch = batch.defined();
   const bool have_running = running_mean.defined();
   if (channel_stats.defined()) {
     TORCH_CHECK(channel_stats.numel() == 4 * channels && channel_stats.scalar_type() == torch::kDouble,
                 "bnlab::batch_norm: expected the probe's channel_stats to be float64 of 4*C = ",
                 4 * channels, " values, got ", channel_stats.scalar_type(), " of ", channel_stats.numel());
   }
-  if (host_drift_inputs(stats, channel_stats, running_mean, running_var) && cpu_vector(batch_mean) &&
-      cpu_vector(batch_var)) {
-    const DoubleView sources[4] = {DoubleView(batch_mean), DoubleView(batch_var), DoubleView(running_mean),
+  if (stats.device().is_cpu() && (!channel_stats.defined() || channel_stats.device().is_cpu()) &&
+      batch.readable_on_host() && cpu_vector(running_mean) && cpu_vector(running_var)) {
+    const DoubleView sources[4] = {batch.mean_view(), batch.var_view(), DoubleView(running_mean),
                                    DoubleView(running_var)};
     host_drift_stats(stats, channel_stats, sources, eps, channels, count);
     return;
   }
+  const auto [batch_mean, batch_var] = batch.tensors(channels);
   if (channel_stats.defined()) {
     const torch::Tensor* sources[4] = {&batch_mean, &batch_var, &running_mean, &running_var};
     for (int k = 0; k < 4; ++k) {
@@ -285,6 +296,16 @@ void batch_norm_drift_stats(const torch::Tensor& stats, const torch::Tensor& cha
   } else {
     stats.slice(0, slot::kMeanDrift, slot::kVarDrift + 1).fill_(nan);
   }
+}
+
+}  // namespace
+
+void batch_norm_drift_stats(const torch::Tensor& stats, const torch::Tensor& channel_stats,
+                            const torch::Tensor& batch_mean, const torch::Tensor& batch_var,
+                            const torch::Tensor& running_mean, const torch::Tensor& running_var, double eps,
+                            int64_t channels, int64_t count) {
+  fill_drift_stats(stats, channel_stats, BatchMoments{batch_mean, batch_var}, running_mean, running_var, eps,
+                   channels, count);
 }
 
 void batch_norm_output_stats(const torch::Tensor& stats, const torch::Tensor& output) {
@@ -412,17 +433,8 @@ CpuForward batch_norm_forward_cpu(const torch::Tensor& input_in, const torch::Te
     cpu::batch_norm_forward_train_stub.get()(input, out.output, *layout, w, b, eps, mean.data(), var.data(), want_y2);
     if (stats.defined()) {
       // Against the statistics eval mode would have used: before the update.
-      if (host_drift_inputs(stats, channel_stats, running_mean, running_var) &&
-          (!channel_stats.defined() || (channel_stats.numel() == 4 * C && channel_stats.scalar_type() == torch::kDouble))) {
-        // Straight from the host vectors: no tensors made around them on every step.
-        const DoubleView sources[4] = {DoubleView(mean.data()), DoubleView(var.data()), DoubleView(running_mean),
-                                       DoubleView(running_var)};
-        host_drift_stats(stats, channel_stats, sources, eps, C, count);
-      } else {
-        auto bm = torch::from_blob(mean.data(), {C}, torch::kDouble);
-        auto bv = torch::from_blob(var.data(), {C}, torch::kDouble);
-        batch_norm_drift_stats(stats, channel_stats, bm, bv, running_mean, running_var, eps, C, count);
-      }
+      fill_drift_stats(stats, channel_stats, BatchMoments{{}, {}, mean.data(), var.data()}, running_mean, running_var,
+                       eps, C, count);
     }
     detail::update_running_stats_cpu(running_mean, running_var, mean, var, count, momentum);
     for (int64_t c = 0; c < C; ++c) invstd[static_cast<size_t>(c)] = 1.0 / std::sqrt(var[static_cast<size_t>(c)] + eps);
