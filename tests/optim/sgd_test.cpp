@@ -46,6 +46,7 @@ TEST_P(SgdMatchesTorch, EveryOptionStepByStep) {
       {"momentum", torch::optim::SGDOptions(0.05).momentum(0.9)},
       {"momentum, dampening, weight decay",
        torch::optim::SGDOptions(0.05).momentum(0.9).dampening(0.3).weight_decay(0.1)},
+      {"nesterov", torch::optim::SGDOptions(0.05).momentum(0.8).nesterov(true)},
       {"nesterov, weight decay", torch::optim::SGDOptions(0.05).momentum(0.8).nesterov(true).weight_decay(0.2)},
       {"weight decay, no momentum", torch::optim::SGDOptions(0.1).weight_decay(0.5)},
   };

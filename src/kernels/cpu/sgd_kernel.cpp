@@ -7,6 +7,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <type_traits>
+
 namespace bnlab::kernels::cpu {
 inline namespace CPU_CAPABILITY {
 
@@ -22,7 +24,10 @@ constexpr int64_t kGrain = 32768;
 //   buf = d on the first step, else μ·buf + (1 − τ)·d   (momentum μ, dampening τ)
 //   d   = d + μ·buf with Nesterov, else buf         (with momentum)
 //   θ   = θ − η·d                                  (learning rate η)
-template <typename T, bool kMomentum, bool kFirst>
+//
+// Weight decay and Nesterov are template flags, chosen once per parameter (see
+// sgd_typed): as runtime flags, GCC re-tested them on every vector of the loop.
+template <typename T, bool kMomentum, bool kFirst, bool kWeightDecay, bool kNesterov>
 void sgd_one(const SgdJob& job, const SgdHyper& h) {
   using V = Vectorized<T>;
   constexpr int64_t W = V::size();
@@ -31,14 +36,18 @@ void sgd_one(const SgdJob& job, const SgdHyper& h) {
   T* buf = static_cast<T*>(job.momentum_buffer);
   const T lr = static_cast<T>(h.lr), mu = static_cast<T>(h.momentum);
   const T keep = static_cast<T>(1.0 - h.dampening), decay = static_cast<T>(h.weight_decay);
-  const bool weight_decay = h.weight_decay != 0.0, nesterov = h.nesterov;
   const V lr_v(-lr), mu_v(mu), keep_v(keep), decay_v(decay);
   auto update = [&](V theta, V grad, V old_buf, V* new_buf) {
-    V d = weight_decay ? at::vec::fmadd(theta, decay_v, grad) : grad;
+    V d = grad;
+    if constexpr (kWeightDecay) d = at::vec::fmadd(theta, decay_v, grad);
     if constexpr (kMomentum) {
       const V b = kFirst ? d : at::vec::fmadd(d, keep_v, old_buf * mu_v);
       *new_buf = b;
-      d = nesterov ? at::vec::fmadd(b, mu_v, d) : b;
+      if constexpr (kNesterov) {
+        d = at::vec::fmadd(b, mu_v, d);
+      } else {
+        d = b;
+      }
     }
     return at::vec::fmadd(d, lr_v, theta);
   };
@@ -72,15 +81,33 @@ void sgd_one(const SgdJob& job, const SgdHyper& h) {
   });
 }
 
+// Calls f(std::true_type{}) or f(std::false_type{}).
+template <typename F>
+void with_flag(bool flag, const F& f) {
+  if (flag) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
+}
+
 template <typename T>
 void sgd_typed(const SgdJob& job, const SgdHyper& h) {
-  if (job.momentum_buffer == nullptr) {
-    sgd_one<T, false, false>(job, h);
-  } else if (job.first_step) {
-    sgd_one<T, true, true>(job, h);
-  } else {
-    sgd_one<T, true, false>(job, h);
-  }
+  with_flag(h.weight_decay != 0.0, [&](auto decay) {
+    constexpr bool kDecay = decltype(decay)::value;
+    if (job.momentum_buffer == nullptr) {
+      sgd_one<T, false, false, kDecay, false>(job, h);
+      return;
+    }
+    with_flag(h.nesterov, [&](auto nesterov) {
+      constexpr bool kNesterov = decltype(nesterov)::value;
+      if (job.first_step) {
+        sgd_one<T, true, true, kDecay, kNesterov>(job, h);
+      } else {
+        sgd_one<T, true, false, kDecay, kNesterov>(job, h);
+      }
+    });
+  });
 }
 
 void sgd_step_kernel(const SgdJob& job, const SgdHyper& hyper) {
