@@ -91,12 +91,17 @@ c10::optional<UnitLayout> unit_layout(const torch::Tensor& t) {
   return c10::nullopt;
 }
 
+SamplePlan sample_plan(int64_t n, int64_t capacity) {
+  SamplePlan plan;
+  plan.stride = n <= capacity ? 1 : (n + capacity - 1) / capacity;
+  plan.count = n == 0 ? 0 : (n + plan.stride - 1) / plan.stride;
+  return plan;
+}
+
 void copy_input_sample(const torch::Tensor& input, const torch::Tensor& sample,
                        const torch::Tensor& stats) {
-  const int64_t capacity = sample.numel();
   const int64_t n = input.numel();
-  const int64_t stride = n <= capacity ? 1 : (n + capacity - 1) / capacity;
-  const int64_t count = n == 0 ? 0 : (n + stride - 1) / stride;
+  const auto [stride, count] = sample_plan(n, sample.numel());
   if (input.device().is_cpu() && sample.device().is_cpu() && input.is_contiguous() &&
       sample.is_contiguous() && sample.scalar_type() == torch::kFloat &&
       (input.scalar_type() == torch::kFloat || input.scalar_type() == torch::kDouble)) {
@@ -147,8 +152,8 @@ void activation_forward(const torch::Tensor& input, const torch::Tensor& out,
     // A float input that fits the sample whole is copied by the kernel's own
     // pass (x in memory order, as copy_input_sample would).
     const bool sample_in_pass = want_stats && sample.defined() && x.scalar_type() == torch::kFloat &&
-                                sample.device().is_cpu() && sample.is_contiguous() &&
-                                x.numel() <= sample.numel() && x.is_contiguous();
+                                sample.device().is_cpu() && sample.is_contiguous() && x.is_contiguous() &&
+                                sample_plan(x.numel(), sample.numel()).whole();
     kernel(x, y, params, *layout, want_stats ? stats.data_ptr<double>() : nullptr,
            sample_in_pass ? sample.data_ptr<float>() : nullptr);
     if (!y.is_same(out)) out.copy_(y);

@@ -59,9 +59,17 @@ struct UnitLayout {
 /// channels-last; otherwise nullopt (the caller makes it contiguous).
 c10::optional<UnitLayout> unit_layout(const torch::Tensor& t);
 
-/// Copies `input` (all of it when it fits, else every ⌈n/capacity⌉-th element
-/// in memory order) into the float32 `sample` and records the count in the
-/// kSampleCount slot of `stats`.
+/// Which of n values a sample of `capacity` keeps: all of them when they fit
+/// (stride 1), else every ⌈n/capacity⌉-th, in memory order.
+struct SamplePlan {
+  int64_t stride = 1;
+  int64_t count = 0;  ///< values kept: ⌈n/stride⌉
+  bool whole() const { return stride == 1; }
+};
+SamplePlan sample_plan(int64_t n, int64_t capacity);
+
+/// Copies `input` (the values sample_plan keeps) into the float32 `sample`
+/// and records the count in the kSampleCount slot of `stats`.
 void copy_input_sample(const torch::Tensor& input, const torch::Tensor& sample,
                        const torch::Tensor& stats);
 

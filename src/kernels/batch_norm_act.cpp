@@ -27,15 +27,12 @@ bool fused_kernels_apply(const torch::Tensor& input, const torch::Tensor& stats)
          cpu::batch_norm_act_forward_stub.get() != nullptr;
 }
 
-// z at evenly strided memory positions of a dense input (the percentiles'
-// sample): the stride and count are those of copy_input_sample.
+// z at the memory positions of a dense input that sample_plan keeps (the
+// percentiles' sample, as copy_input_sample takes it from an activation's input).
 void sample_preactivations(const torch::Tensor& input, const cpu::BatchNormLayout& L, const std::vector<double>& mean,
                            const std::vector<double>& scale, const std::vector<double>& shift,
                            const torch::Tensor& sample, double* stats) {
-  const int64_t capacity = sample.numel();
-  const int64_t n = input.numel();
-  const int64_t stride = n <= capacity ? 1 : (n + capacity - 1) / capacity;
-  const int64_t count = n == 0 ? 0 : (n + stride - 1) / stride;
+  const auto [stride, count] = sample_plan(input.numel(), sample.numel());
   float* out = sample.data_ptr<float>();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "bnlab_batch_norm_act_sample", [&] {
     const auto* x = input.data_ptr<scalar_t>();

@@ -167,11 +167,7 @@ double rows_transform(const T* x, T* y, int64_t r0, int64_t r1, int64_t C, const
       if constexpr (decltype(want_y2_c)::value) y2 = at::vec::fmadd(v, v, y2);
     });
   };
-  if (want_y2) {
-    run(std::true_type{});
-  } else {
-    run(std::false_type{});
-  }
+  with_flag(want_y2, run);
   return want_y2 ? horizontal_sum(y2) : 0.0;
 }
 

@@ -7,7 +7,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
-#include <type_traits>
 
 namespace bnlab::kernels::cpu {
 inline namespace CPU_CAPABILITY {
@@ -79,16 +78,6 @@ void sgd_one(const SgdJob& job, const SgdHyper& h) {
       if constexpr (kMomentum) store_partial(new_buf, buf + i, n);
     }
   });
-}
-
-// Calls f(std::true_type{}) or f(std::false_type{}).
-template <typename F>
-void with_flag(bool flag, const F& f) {
-  if (flag) {
-    f(std::true_type{});
-  } else {
-    f(std::false_type{});
-  }
 }
 
 template <typename T>

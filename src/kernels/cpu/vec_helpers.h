@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
+#include <c10/macros/Macros.h>
 
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 #include <immintrin.h>
@@ -14,6 +15,18 @@
 
 namespace bnlab::kernels::cpu {
 inline namespace CPU_CAPABILITY {
+
+/// Calls f(std::true_type{}) or f(std::false_type{}): a runtime flag turned
+/// into a compile-time one once, outside a kernel's loop, where `if constexpr`
+/// on it then leaves no test per vector.
+template <typename F>
+C10_ALWAYS_INLINE void with_flag(bool flag, const F& f) {
+  if (flag) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
+}
 
 /// A mask selecting the first `count` lanes.
 template <typename T>
