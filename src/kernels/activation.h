@@ -64,7 +64,6 @@ c10::optional<UnitLayout> unit_layout(const torch::Tensor& t);
 struct SamplePlan {
   int64_t stride = 1;
   int64_t count = 0;  ///< values kept: ⌈n/stride⌉
-  bool whole() const { return stride == 1; }
 };
 SamplePlan sample_plan(int64_t n, int64_t capacity);
 

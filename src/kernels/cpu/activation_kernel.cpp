@@ -11,7 +11,6 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <cmath>
-#include <type_traits>
 #include <vector>
 
 namespace bnlab::kernels::cpu {
@@ -57,23 +56,8 @@ std::vector<T>& alive_scratch(size_t size) {
 // erf, ...) it clobbers the vector registers holding the running sums.
 constexpr int64_t kChunkElements = 2048;
 
-// Copies the vector of x at `offset` (count lanes) into the sample, when one
-// is kept: the statistics pass loads every element of x once, so the
-// percentiles' sample costs a store rather than a pass of its own.
-template <typename T>
-C10_ALWAYS_INLINE void keep_sample(float* sample, int64_t offset, const Vectorized<T>& v, int64_t count) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (sample == nullptr) return;
-    if (count == Vectorized<T>::size()) {
-      v.store(sample + offset);
-    } else {
-      store_partial(v, sample + offset, count);
-    }
-  }
-}
-
 template <typename T, typename Op>
-void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op, double* stats, float* sample) {
+void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op, double* stats) {
   using V = Vectorized<T>;
   constexpr int64_t W = V::size();
   const int64_t units = layout.units;
@@ -105,16 +89,12 @@ void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op
           const T* yp = y + b * inner;
           V all_sat = all_set;  // lane mask: saturated at every element so far
           for (int64_t i = 0; i < full; i += W) {
-            const V xv = V::loadu(xp + i);
-            keep_sample(sample, b * inner + i, xv, W);
-            all_sat = all_sat & a.add_full(op, xv, V::loadu(yp + i));
+            all_sat = all_sat & a.add_full(op, V::loadu(xp + i), V::loadu(yp + i));
           }
           if (full < inner) {
             const int64_t count = inner - full;
-            const V xv = load_partial(xp + full, count);
-            keep_sample(sample, b * inner + full, xv, count);
             // Lanes outside the data count as saturated: they must not keep a unit alive.
-            all_sat = all_sat & a.add_masked(op, xv, load_partial(yp + full, count), tail_mask);
+            all_sat = all_sat & a.add_masked(op, load_partial(xp + full, count), load_partial(yp + full, count), tail_mask);
           }
           if (horizontal_max(V::blendv(one, V(T(0)), all_sat)) == T(1)) alive_t[b % units] = T(1);
         }
@@ -149,9 +129,7 @@ void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op
         for (int64_t c = 0; c < full; c += W) {
           V all_sat = all_set;
           for (int64_t r = chunk; r < chunk_end; ++r) {
-            const V xv = V::loadu(x + r * units + c);
-            keep_sample(sample, r * units + c, xv, W);
-            all_sat = all_sat & a.add_full(op, xv, V::loadu(y + r * units + c));
+            all_sat = all_sat & a.add_full(op, V::loadu(x + r * units + c), V::loadu(y + r * units + c));
           }
           mark_alive(alive_t + c, all_sat, W);
         }
@@ -159,9 +137,8 @@ void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op
           const int64_t count = units - full;
           V all_sat = all_set;
           for (int64_t r = chunk; r < chunk_end; ++r) {
-            const V xv = load_partial(x + r * units + full, count);
-            keep_sample(sample, r * units + full, xv, count);
-            all_sat = all_sat & a.add_masked(op, xv, load_partial(y + r * units + full, count), tail_mask);
+            all_sat = all_sat & a.add_masked(op, load_partial(x + r * units + full, count),
+                                             load_partial(y + r * units + full, count), tail_mask);
           }
           mark_alive(alive_t + full, all_sat, count);
         }
@@ -181,7 +158,7 @@ void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op
 
 void activation_forward_kernel(const at::Tensor& input, const at::Tensor& output,
                                const ActivationParams& params, const UnitLayout& layout,
-                               double* stats, float* sample) {
+                               double* stats) {
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "bnlab_activation_forward", [&] {
     const auto* x = input.data_ptr<scalar_t>();
     auto* y = output.data_ptr<scalar_t>();
@@ -189,7 +166,7 @@ void activation_forward_kernel(const at::Tensor& input, const at::Tensor& output
       if (stats == nullptr) {
         forward_plain(x, y, input.numel(), op);
       } else {
-        forward_with_stats(x, y, layout, op, stats, sample);
+        forward_with_stats(x, y, layout, op, stats);
       }
     });
   });

@@ -11,12 +11,9 @@ namespace bnlab::kernels::cpu {
 /// y = f(x) over dense `input`/`output` of the same strides (float32/float64).
 /// When `stats` is non-null, also accumulates the forward slots of an
 /// nn::activation_stat row (all but the percentiles) using `layout`.
-/// With `stats`, the pass also fills the forward slots; with `sample` too
-/// (float32 inputs only; room for every element), it copies x there in the
-/// same pass, in memory order, for the percentiles.
 using ActivationForwardFn = void (*)(const at::Tensor& input, const at::Tensor& output,
                                      const ActivationParams& params, const UnitLayout& layout,
-                                     double* stats, float* sample);
+                                     double* stats);
 
 /// grad_input = grad_output ⊙ f′(saved), `saved` being x or y per the kind;
 /// all three dense with the same strides. With `stats`, also the gradient slots.
