@@ -7,7 +7,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
-
 namespace bnlab::kernels::cpu {
 inline namespace CPU_CAPABILITY {
 

@@ -5,6 +5,8 @@
 #include <ATen/cpu/vec/vec.h>
 #include <c10/macros/Macros.h>
 
+#include <type_traits>
+
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 #include <immintrin.h>
 #endif
