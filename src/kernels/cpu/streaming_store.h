@@ -16,7 +16,7 @@ namespace bnlab::kernels::cpu {
 
 /// Bytes a kernel must read plus write before it streams its output: the
 /// size of cpu0's level-3 cache (sysfs, else sysconf), 32 MiB where the system
-/// does not say.
+/// does not say or, on AMD, reports more than one core complex can have.
 int64_t streaming_store_threshold();
 
 /// Overrides the threshold (tests use it to reach the streaming path on small
