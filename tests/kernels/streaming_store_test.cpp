@@ -2,6 +2,8 @@
 // the values of the ordinary one. The threshold is lowered so that small
 // tensors take it; plane lengths that are not a multiple of the vector width
 // put every plane but the first at a misaligned address (head, body and tail).
+// The threshold comes from the cache sizes the system reports, with the
+// package-sized AMD figure of VMs counted as unknown.
 #include "kernels/cpu/streaming_store.h"
 
 #include "bnlab/nn/functional/batch_norm.h"
@@ -66,3 +68,25 @@ TEST(StreamingStore, EvalTransformStreamedEqualsStoredAndNative) {
     EXPECT_TRUE(bnlab_test::assert_close(streamed, native_eval(x)));
   }
 }
+
+namespace {
+
+using bnlab::kernels::cpu::level3_bytes_for_threshold;
+constexpr int64_t kMiB = int64_t{1} << 20;
+
+TEST(StreamingStoreThreshold, SysfsFirstThenSysconfLevel3ThenLevel2ThenDefault) {
+  EXPECT_EQ(level3_bytes_for_threshold(16 * kMiB, 256 * kMiB, 1 * kMiB, true), 16 * kMiB);
+  EXPECT_EQ(level3_bytes_for_threshold(0, 64 * kMiB, 1 * kMiB, false), 64 * kMiB);
+  EXPECT_EQ(level3_bytes_for_threshold(0, 0, 2 * kMiB, false), 2 * kMiB);
+  EXPECT_EQ(level3_bytes_for_threshold(0, -1, -1, false), 32 * kMiB);
+}
+
+TEST(StreamingStoreThreshold, AmdPackageSizedLevel3CountsAsUnknown) {
+  // The Zen 5 VM: no sysfs entry, 508 MB from sysconf.
+  EXPECT_EQ(level3_bytes_for_threshold(0, 532676608, 1 * kMiB, true), 32 * kMiB);
+  // A V-Cache core complex's 96 MB is believed; so is a large Intel L3, shared by the whole die.
+  EXPECT_EQ(level3_bytes_for_threshold(0, 96 * kMiB, 1 * kMiB, true), 96 * kMiB);
+  EXPECT_EQ(level3_bytes_for_threshold(0, 480 * kMiB, 2 * kMiB, false), 480 * kMiB);
+}
+
+}  // namespace

@@ -44,23 +44,13 @@ bool amd_cpu() {
 #endif
 }
 
-constexpr int64_t kDefaultCacheBytes = int64_t{32} << 20;
-
 int64_t last_level_cache_bytes() {
-  const int64_t from_sysfs = sysfs_level3_bytes();
-  if (from_sysfs > 0) return from_sysfs;
-  int64_t bytes = 0;
 #if defined(_SC_LEVEL3_CACHE_SIZE)
-  bytes = static_cast<int64_t>(sysconf(_SC_LEVEL3_CACHE_SIZE));
-  // An AMD L3 is shared by one core complex and holds at most 96 MB (with
-  // 3D V-Cache). A larger figure is the whole package's: the Zen 5 VM without
-  // sysfs cache entries reports 508 MB through cpuid and glibc, where one
-  // Zen 5 core complex has 32 MB, and with that threshold the eval transform of a
-  // (32, 64, 56, 56) float tensor never streamed (1.03-1.09× LibTorch's time).
-  if (bytes > (int64_t{96} << 20) && amd_cpu()) bytes = kDefaultCacheBytes;
-  if (bytes <= 0) bytes = static_cast<int64_t>(sysconf(_SC_LEVEL2_CACHE_SIZE));
+  return level3_bytes_for_threshold(sysfs_level3_bytes(), static_cast<int64_t>(sysconf(_SC_LEVEL3_CACHE_SIZE)),
+                                    static_cast<int64_t>(sysconf(_SC_LEVEL2_CACHE_SIZE)), amd_cpu());
+#else
+  return level3_bytes_for_threshold(sysfs_level3_bytes(), 0, 0, amd_cpu());
 #endif
-  return bytes > 0 ? bytes : kDefaultCacheBytes;
 }
 
 std::atomic<int64_t>& override_bytes() {
@@ -69,6 +59,20 @@ std::atomic<int64_t>& override_bytes() {
 }
 
 }  // namespace
+
+int64_t level3_bytes_for_threshold(int64_t sysfs_level3, int64_t sysconf_level3, int64_t sysconf_level2, bool amd) {
+  constexpr int64_t kDefault = int64_t{32} << 20;
+  if (sysfs_level3 > 0) return sysfs_level3;
+  int64_t bytes = sysconf_level3;
+  // An AMD L3 is shared by one core complex and holds at most 96 MB (with
+  // 3D V-Cache). A larger figure is the whole package's: the Zen 5 VM without
+  // sysfs cache entries reports 508 MB through cpuid and glibc, where one
+  // Zen 5 core complex has 32 MB, and with that threshold the eval transform
+  // of a (32, 64, 56, 56) float tensor never streamed (1.03-1.09× LibTorch's time).
+  if (amd && bytes > (int64_t{96} << 20)) bytes = kDefault;
+  if (bytes <= 0) bytes = sysconf_level2;
+  return bytes > 0 ? bytes : kDefault;
+}
 
 int64_t streaming_store_threshold() {
   static const int64_t cache_bytes = last_level_cache_bytes();
