@@ -21,8 +21,8 @@ int64_t streaming_store_threshold();
 
 /// The cache size streaming_store_threshold takes, from what the system says
 /// (0 or less: it did not say): sysfs's level 3 of cpu0, else sysconf's level
-/// 3, else its level 2, else 32 MiB. On AMD a sysconf level 3 above 96 MB
-/// counts as not said (it is the package's, not one core complex's).
+/// 3, else its level 2, else 32 MiB. On AMD a sysconf level 3 above 96 MB is
+/// the package's, not one core complex's: it is taken as 32 MiB.
 int64_t level3_bytes_for_threshold(int64_t sysfs_level3, int64_t sysconf_level3, int64_t sysconf_level2, bool amd);
 
 /// Overrides the threshold (tests use it to reach the streaming path on small
