@@ -1,8 +1,8 @@
 // The drift slots of a BatchNorm statistics row (kernels::batch_norm_drift_stats)
 // equal their formulas computed here with torch ops in float64:
 //   mean drift = mean_c |μ_B − μ_run| / √(σ²_run + ε),  var drift = mean_c |ln(σ²_B / σ²_run)|
-// at float32 and float64 statistics, with variance ratios far outside double's
-// range when multiplied together, and with zero or NaN variances.
+// at float32 and float64 statistics, with variance ratios of 1e±250, and with
+// zero or NaN variances.
 #include "kernels/batch_norm.h"
 
 #include "bnlab/nn/probe.h"

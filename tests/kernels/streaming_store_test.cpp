@@ -2,8 +2,8 @@
 // the values of the ordinary one. The threshold is lowered so that small
 // tensors take it; plane lengths that are not a multiple of the vector width
 // put every plane but the first at a misaligned address (head, body and tail).
-// The threshold comes from the cache sizes the system reports, with the
-// package-sized AMD figure of VMs counted as unknown.
+// The threshold comes from the cache sizes the system reports; on AMD a
+// package-sized level 3 (as VMs report it) is taken as the 32 MiB default.
 #include "kernels/cpu/streaming_store.h"
 
 #include "bnlab/nn/functional/batch_norm.h"
@@ -81,7 +81,7 @@ TEST(StreamingStoreThreshold, SysfsFirstThenSysconfLevel3ThenLevel2ThenDefault) 
   EXPECT_EQ(level3_bytes_for_threshold(0, -1, -1, false), 32 * kMiB);
 }
 
-TEST(StreamingStoreThreshold, AmdPackageSizedLevel3CountsAsUnknown) {
+TEST(StreamingStoreThreshold, AmdPackageSizedLevel3TakenAsDefault) {
   // The Zen 5 VM: no sysfs entry, 508 MB from sysconf.
   EXPECT_EQ(level3_bytes_for_threshold(0, 532676608, 1 * kMiB, true), 32 * kMiB);
   // A V-Cache core complex's 96 MB is believed; so is a large Intel L3, shared by the whole die.

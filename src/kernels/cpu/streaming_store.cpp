@@ -45,12 +45,12 @@ bool amd_cpu() {
 }
 
 int64_t last_level_cache_bytes() {
+  int64_t sysconf_level3 = 0, sysconf_level2 = 0;
 #if defined(_SC_LEVEL3_CACHE_SIZE)
-  return level3_bytes_for_threshold(sysfs_level3_bytes(), static_cast<int64_t>(sysconf(_SC_LEVEL3_CACHE_SIZE)),
-                                    static_cast<int64_t>(sysconf(_SC_LEVEL2_CACHE_SIZE)), amd_cpu());
-#else
-  return level3_bytes_for_threshold(sysfs_level3_bytes(), 0, 0, amd_cpu());
+  sysconf_level3 = static_cast<int64_t>(sysconf(_SC_LEVEL3_CACHE_SIZE));
+  sysconf_level2 = static_cast<int64_t>(sysconf(_SC_LEVEL2_CACHE_SIZE));
 #endif
+  return level3_bytes_for_threshold(sysfs_level3_bytes(), sysconf_level3, sysconf_level2, amd_cpu());
 }
 
 std::atomic<int64_t>& override_bytes() {
