@@ -217,6 +217,11 @@ INSTANTIATE_TEST_SUITE_P(
                       ManyBlocksCase{{3, 5, 7, 11, 13}, true, torch::kFloat},
                       ManyBlocksCase{{4, 72, 9, 11}, true, torch::kFloat},  // rows of many vectors, every capability
                       ManyBlocksCase{{4, 72, 9, 11}, true, torch::kDouble},
+                      // Rows of whole vectors with their sums in registers: 4 of float32 on
+                      // AVX-512 (8 on AVX2), 8 of float64 on AVX-512, the most held there.
+                      ManyBlocksCase{{4, 64, 5, 7}, true, torch::kFloat},
+                      ManyBlocksCase{{4, 64, 5, 7}, true, torch::kDouble},
+                      ManyBlocksCase{{2, 130, 4, 5}, true, torch::kFloat},  // just past the register rows
                       ManyBlocksCase{{6, 24, 23, 29}, false, torch::kFloat}),  // channel-major, for contrast
     [](const ::testing::TestParamInfo<ManyBlocksCase>& info) {
       std::string name = std::to_string(info.param.shape.size()) + "d";

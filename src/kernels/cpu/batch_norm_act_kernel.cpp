@@ -109,14 +109,14 @@ void forward_impl(const at::Tensor& xt, const at::Tensor& yt, const BatchNormLay
       minor_moments(x, L, moments);
       for (int64_t c = 0; c < C; ++c) set_statistics(c, moments[static_cast<size_t>(c)]);
     }
-    std::vector<T> mu(static_cast<size_t>(C)), scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
+    ChannelVector<T> mu(static_cast<size_t>(C)), scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; ++c) {
       mu[static_cast<size_t>(c)] = static_cast<T>(a.mean[c]);
       scale[static_cast<size_t>(c)] = static_cast<T>(gamma[c] * a.invstd[c]);
       shift[static_cast<size_t>(c)] = static_cast<T>(beta[c]);
     }
     // alive[t·C + c] = 1 once thread t saw an unsaturated value of channel c.
-    std::vector<T> alive(want_stats ? static_cast<size_t>(threads * C) : 0, T(0));
+    ChannelVector<T> alive(want_stats ? static_cast<size_t>(threads * C) : 0, T(0));
     const int64_t grain = std::max<int64_t>(1, kGrainElements / C);
     at::parallel_for(0, L.outer, grain, [&](int64_t begin, int64_t end) {
       const int t = at::get_thread_num();
@@ -312,7 +312,7 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
     });
   } else {
     // Per-channel coefficients, loaded W lanes at a time.
-    std::vector<T> mu(static_cast<size_t>(C)), scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
+    ChannelVector<T> mu(static_cast<size_t>(C)), scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; ++c) {
       const double gamma = a.weight != nullptr ? a.weight[c] : 1.0;
       mu[static_cast<size_t>(c)] = static_cast<T>(a.mean[c]);
@@ -402,7 +402,7 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
       a.sum_dz_xmu[c] = s2;
     }
     if (!a.eval && dx != nullptr) {
-      std::vector<T> bvec(static_cast<size_t>(C)), cvec(static_cast<size_t>(C));
+      ChannelVector<T> bvec(static_cast<size_t>(C)), cvec(static_cast<size_t>(C));
       for (int64_t c = 0; c < C; ++c) {
         const auto [b, cc] = second_coefficients(c, a.sum_dz[c], a.sum_dz_xmu[c]);
         bvec[static_cast<size_t>(c)] = static_cast<T>(b);

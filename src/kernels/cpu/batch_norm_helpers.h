@@ -14,7 +14,9 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <new>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace bnlab::kernels::cpu {
@@ -33,6 +35,25 @@ inline constexpr int64_t kRowBlockElements = 4096;
 inline constexpr int64_t kMinBlockRows = 16;
 // Elements per task below which a kernel stays on one thread.
 inline constexpr int64_t kGrainElements = 32768;
+
+// A std::vector allocator aligned to 64 bytes: vectors of per-channel values
+// loaded with whole-vector loads (coefficients, L1-resident sums) then never
+// split a cache line, as every AVX-512 load from std::vector's 16-byte-aligned
+// storage would (two L1 accesses each).
+template <typename T>
+struct CacheLineAllocator {
+  using value_type = T;
+  static constexpr std::align_val_t kAlignment{64};
+  CacheLineAllocator() = default;
+  template <typename U>
+  explicit CacheLineAllocator(const CacheLineAllocator<U>& /*unused*/) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlignment)); }
+  void deallocate(T* p, size_t /*unused*/) { ::operator delete(p, kAlignment); }
+  friend bool operator==(const CacheLineAllocator&, const CacheLineAllocator&) { return true; }
+  friend bool operator!=(const CacheLineAllocator&, const CacheLineAllocator&) { return false; }
+};
+template <typename T>
+using ChannelVector = std::vector<T, CacheLineAllocator<T>>;
 
 // Count, mean and centered sum of squares of a set of values; merged with
 // Chan et al.'s pairwise formula, in double.
@@ -214,22 +235,110 @@ inline void merge_block_moments(double shift, double d1, double d2, double inv_b
   sq += block_m2 + delta * delta * w_m2;
 }
 
+// Rows of at most this many vectors keep a pass's per-channel state (sums,
+// shifts: two or three vectors per vector of the row) in registers, one
+// vector per channel block, instead of loading and storing it in L1 for every
+// vector of every row. Through L1, one channel's updates are chained through
+// memory from one row to the next (a store, then a load that must wait for it),
+// which held a 64-channel reduction to a third of the memory bandwidth on
+// AVX-512. Eight vectors need up to 24 of AVX-512's 32 registers; on AVX2's 16 a
+// few spill to the stack, which still measured faster than the L1 arrays.
+inline constexpr int kMaxRegisterRowVectors = 8;
+
+// f(std::integral_constant<int, j>{}) for j = 0, …, N − 1, unrolled at compile
+// time: the per-vector state arrays it indexes stay in registers.
+template <int N, typename F, int... J>
+C10_ALWAYS_INLINE void for_each_vector(F&& f, std::integer_sequence<int, J...> /*unused*/) {
+  (f(std::integral_constant<int, J>{}), ...);
+}
+template <int N, typename F>
+C10_ALWAYS_INLINE void for_each_vector(F&& f) {
+  for_each_vector<N>(std::forward<F>(f), std::make_integer_sequence<int, N>{});
+}
+
+// Calls f(std::integral_constant<int, N>{}) with N = ⌈C/W⌉, the vectors per row,
+// for N in [lo, kMaxRegisterRowVectors]; returns false (calling nothing) for
+// other C.
+template <typename T, int lo = 1, typename F>
+bool with_register_row(int64_t C, F&& f) {
+  constexpr int64_t W = Vectorized<T>::size();
+  const int64_t vectors = (C + W - 1) / W;
+  bool done = false;
+  for_each_vector<kMaxRegisterRowVectors + 1>([&](auto n) {
+    constexpr int N = decltype(n)::value;
+    if constexpr (N >= lo && N >= 1) {
+      if (vectors == N) {
+        f(n);
+        done = true;
+      }
+    }
+  });
+  return done;
+}
+
+// Rows per step of a register-row reduction: enough rows side by side for at
+// least four independent sums per pass (one row of a one-vector row would chain
+// every add on the last).
+constexpr int register_row_unroll(int vectors) { return (4 + vectors - 1) / vectors; }
+
+// Calls f(i, c, k, j) for the N vectors of row r (i = r·C + c, channels [c, c + k),
+// j the vector's index as a compile-time constant): whole vectors get k as
+// WholeBlock<T>, a partial last one (tail < W lanes) as an int64_t.
+template <typename T, int N, typename F>
+C10_ALWAYS_INLINE void register_row(int64_t r, int64_t C, int64_t tail, F&& f) {
+  constexpr int64_t W = Vectorized<T>::size();
+  for_each_vector<N>([&](auto j) {
+    constexpr int64_t c = decltype(j)::value * W;
+    if constexpr (decltype(j)::value + 1 < N) {
+      f(r * C + c, c, WholeBlock<T>{}, j);
+    } else if (tail == W) {
+      f(r * C + c, c, WholeBlock<T>{}, j);
+    } else {
+      f(r * C + c, c, tail, j);
+    }
+  });
+}
+
 // Two per-channel sums over rows [r0, r1) (see kRowMajorMinVectors), row by
 // row in memory order: for each vector of a row, f(i, c, k, s1, s2) adds its
-// part into s1 and s2 (the sums of channels [c, c + k), loaded from and stored
-// back to L1-resident arrays of T; lanes past k must get zero), and at the end
-// of each row block the block's sums are added into p1[0..C) and p2[0..C) in
-// double and block_end() runs. Per channel, the additions come in the order of
-// a walk down that channel, one row block at a time.
+// part into s1 and s2 (the sums of channels [c, c + k); lanes past k must get
+// zero), and at the end of each row block the block's sums are added into
+// p1[0..C) and p2[0..C) in double and block_end() runs. Per channel, the
+// additions come in the order of a walk down that channel, one row block at a
+// time. Rows of up to kMaxRegisterRowVectors vectors keep the sums in
+// registers; longer ones in L1-resident arrays of T.
 template <typename T, typename F, typename G>
 void rows_channel_sums(int64_t r0, int64_t r1, int64_t C, double* p1, double* p2, F&& f, G&& block_end) {
   using V = Vectorized<T>;
   constexpr int64_t W = V::size();
+  const int64_t block = std::max<int64_t>(kMinBlockRows, kRowBlockElements / C);
+  const bool in_registers = with_register_row<T, kRowMajorMinVectors>(C, [&](auto n) {
+    constexpr int N = decltype(n)::value;
+    const int64_t tail = C - (N - 1) * W;
+    for (int64_t b0 = r0; b0 < r1; b0 += block) {
+      const int64_t b1 = std::min(r1, b0 + block);
+      V s1[N], s2[N];
+      for_each_vector<N>([&](auto j) { s1[j] = s2[j] = V(T(0)); });
+      for (int64_t r = b0; r < b1; ++r) {
+        register_row<T, N>(r, C, tail, [&](int64_t i, int64_t c, auto k, auto j) { f(i, c, k, s1[j], s2[j]); });
+      }
+      alignas(64) T l1[N * W], l2[N * W];
+      for_each_vector<N>([&](auto j) {
+        s1[j].store(l1 + j * W);
+        s2[j].store(l2 + j * W);
+      });
+      for (int64_t c = 0; c < C; ++c) {
+        p1[c] += static_cast<double>(l1[c]);
+        p2[c] += static_cast<double>(l2[c]);
+      }
+      block_end();
+    }
+  });
+  if (in_registers) return;
   const int64_t padded = (C + W - 1) / W * W;
-  std::vector<T> sums(static_cast<size_t>(2 * padded));
+  ChannelVector<T> sums(static_cast<size_t>(2 * padded));
   T* s1 = sums.data();
   T* s2 = s1 + padded;
-  const int64_t block = std::max<int64_t>(kMinBlockRows, kRowBlockElements / C);
   for (int64_t b0 = r0; b0 < r1; b0 += block) {
     const int64_t b1 = std::min(r1, b0 + block);
     std::fill(sums.begin(), sums.end(), T(0));
@@ -247,6 +356,86 @@ void rows_channel_sums(int64_t r0, int64_t r1, int64_t C, double* p1, double* p2
   }
 }
 
+// The merge weights of the row block [b0, b1) into the moments of the rows
+// [r0, b0) before it: 1/b, b/(n + b) and n·b/(n + b) for n rows before, b in it.
+struct BlockWeights {
+  double inv_b, w_mean, w_m2;
+  BlockWeights(int64_t r0, int64_t b0, int64_t b1) {
+    const double b = static_cast<double>(b1 - b0);
+    const double before = static_cast<double>(b0 - r0);
+    inv_b = 1.0 / b;
+    w_mean = b / (before + b);
+    w_m2 = before * b / (before + b);
+  }
+};
+
+// rows_moments for rows of N ≤ kMaxRegisterRowVectors vectors, row by row in
+// memory order with every sum in registers; U rows side by side keep four or
+// more independent sums per pass.
+template <typename T, int N>
+void register_rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, double* mean, double* m2) {
+  using V = Vectorized<T>;
+  constexpr int64_t W = V::size();
+  constexpr int U = register_row_unroll(N);
+  const int64_t tail = C - (N - 1) * W;
+  const int64_t block_rows = std::max<int64_t>(kMinBlockRows, kRowBlockElements / C);
+  for (int64_t b0 = r0; b0 < r1; b0 += block_rows) {
+    const int64_t b1 = std::min(r1, b0 + block_rows);
+    const BlockWeights bw(r0, b0, b1);
+    // Pass 1: the block's sums, whose mean (the shift) centers pass 2.
+    V s[U][N];
+    for (int u = 0; u < U; ++u) for_each_vector<N>([&](auto j) { s[u][j] = V(T(0)); });
+    auto add_rows = [&](int64_t r, auto rows) {
+      for_each_vector<decltype(rows)::value>([&](auto u) {
+        register_row<T, N>(r + u, C, tail, [&](int64_t i, int64_t, auto k, auto j) { s[u][j] = s[u][j] + load(x + i, k); });
+      });
+    };
+    int64_t r = b0;
+    for (; r + U <= b1; r += U) add_rows(r, std::integral_constant<int, U>{});
+    for (; r < b1; ++r) add_rows(r, std::integral_constant<int, 1>{});
+    alignas(64) T shift[N * W];
+    for_each_vector<N>([&](auto j) {
+      V sum = s[0][j];
+      for (int u = 1; u < U; ++u) sum = sum + s[u][j];
+      sum.store(shift + j * W);
+    });
+    // Lanes past C summed zeros and stay zero.
+    for (int64_t c = 0; c < C; ++c) shift[c] = static_cast<T>(static_cast<double>(shift[c]) * bw.inv_b);
+    V sh[N];
+    for_each_vector<N>([&](auto j) { sh[j] = V::loadu(shift + j * W); });
+    // Pass 2 (from L1): Σ(x − shift) and Σ(x − shift)². Lanes past C load zero
+    // and subtract a zero shift.
+    V p1[U][N], p2[U][N];
+    for (int u = 0; u < U; ++u) for_each_vector<N>([&](auto j) { p1[u][j] = p2[u][j] = V(T(0)); });
+    auto center_rows = [&](int64_t r, auto rows) {
+      for_each_vector<decltype(rows)::value>([&](auto u) {
+        register_row<T, N>(r + u, C, tail, [&](int64_t i, int64_t, auto k, auto j) {
+          const V v = load(x + i, k) - sh[j];
+          p1[u][j] = p1[u][j] + v;
+          p2[u][j] = at::vec::fmadd(v, v, p2[u][j]);
+        });
+      });
+    };
+    r = b0;
+    for (; r + U <= b1; r += U) center_rows(r, std::integral_constant<int, U>{});
+    for (; r < b1; ++r) center_rows(r, std::integral_constant<int, 1>{});
+    alignas(64) T l1[N * W], l2[N * W];
+    for_each_vector<N>([&](auto j) {
+      V d1 = p1[0][j], d2 = p2[0][j];
+      for (int u = 1; u < U; ++u) {
+        d1 = d1 + p1[u][j];
+        d2 = d2 + p2[u][j];
+      }
+      d1.store(l1 + j * W);
+      d2.store(l2 + j * W);
+    });
+    for (int64_t c = 0; c < C; ++c) {
+      merge_block_moments(static_cast<double>(shift[c]), static_cast<double>(l1[c]), static_cast<double>(l2[c]),
+                          bw.inv_b, bw.w_mean, bw.w_m2, mean[c], m2[c]);
+    }
+  }
+}
+
 // Per-channel moments of rows [r0, r1), merged into acc[0..C): per row block,
 // each channel's block mean (first pass) centers the second. Every channel sees
 // the same rows, so the running moments are kept as arrays (mean, m2) whose
@@ -254,38 +443,32 @@ void rows_channel_sums(int64_t r0, int64_t r1, int64_t C, double* p1, double* p2
 // and b in it, mean += δ·b/(n + b) and m2 += m2_b + δ²·n·b/(n + b), δ = mean_b − mean
 // (Chan et al.), no division per channel. acc gets one merge per channel.
 //
-// Narrow rows walk each block of W channels down the block's rows, with
-// independent sums for consecutive rows. Wide rows (at least
-// kRowMajorMinVectors vectors) go row by row in memory order into
-// L1-resident per-channel sums: walking down a W-channel column there strides
-// by C values (4 KB at C = 1024 floats, where every row of the column falls in
-// one L1 set), and a block of rows outgrows L1 before the column's second pass.
+// Rows of up to kMaxRegisterRowVectors vectors go row by row in memory order
+// with their sums in registers (register_rows_moments). Wider rows go row by
+// row into L1-resident per-channel sums: walking down a W-channel column there
+// strides by C values (4 KB at C = 1024 floats, where every row of the column
+// falls in one L1 set), and a block of rows outgrows L1 before the column's
+// second pass.
 template <typename T>
 void rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, Moments* acc) {
   using V = Vectorized<T>;
   constexpr int64_t W = V::size();
   std::vector<double> mean(static_cast<size_t>(C), 0.0), m2(static_cast<size_t>(C), 0.0);
-  const int64_t block_rows = std::max<int64_t>(kMinBlockRows, kRowBlockElements / C);
-  // The merge weights of the block [b0, b1).
-  struct BlockWeights {
-    double inv_b, w_mean, w_m2;
-  };
-  auto weights = [r0](int64_t b0, int64_t b1) {
-    const double b = static_cast<double>(b1 - b0);
-    const double before = static_cast<double>(b0 - r0);
-    return BlockWeights{1.0 / b, b / (before + b), before * b / (before + b)};
-  };
-  if (C >= kRowMajorMinVectors * W) {
+  const bool in_registers = with_register_row<T>(C, [&](auto n) {
+    register_rows_moments<T, decltype(n)::value>(x, r0, r1, C, mean.data(), m2.data());
+  });
+  if (!in_registers) {
+    const int64_t block_rows = std::max<int64_t>(kMinBlockRows, kRowBlockElements / C);
     const int64_t padded = (C + W - 1) / W * W;
     // shift (the block's first-pass mean), Σ(x − shift), Σ(x − shift)²; the
     // padding lanes stay zero (partial loads zero them), so they add nothing.
-    std::vector<T> sums(static_cast<size_t>(3 * padded));
+    ChannelVector<T> sums(static_cast<size_t>(3 * padded));
     T* shift = sums.data();
     T* p1 = shift + padded;
     T* p2 = p1 + padded;
     for (int64_t b0 = r0; b0 < r1; b0 += block_rows) {
       const int64_t b1 = std::min(r1, b0 + block_rows);
-      const BlockWeights bw = weights(b0, b1);
+      const BlockWeights bw(r0, b0, b1);
       std::fill(sums.begin(), sums.end(), T(0));
       rows_elementwise<T>(b0, b1, C, [&](int64_t i, int64_t c, auto k) {
         (V::loadu(shift + c) + load(x + i, k)).store(shift + c);
@@ -302,48 +485,6 @@ void rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, Moments* acc) {
                             bw.inv_b, bw.w_mean, bw.w_m2, mean[j], m2[j]);
       }
     }
-  } else {
-    for_row_channel_blocks<T>(r0, r1, C, [&](int64_t c, auto k, int64_t b0, int64_t b1) {
-      const BlockWeights bw = weights(b0, b1);
-      // Four rows at a time into independent sums: one running sum would make
-      // each pass a chain of dependent adds (4 cycles each), slower than the
-      // loads it consumes, and the second pass cannot start before the first ends.
-      V s[4] = {V(T(0)), V(T(0)), V(T(0)), V(T(0))};
-      int64_t r = b0;
-      for (; r + 4 <= b1; r += 4) {
-        for (int u = 0; u < 4; ++u) s[u] = s[u] + load(x + (r + u) * C + c, k);
-      }
-      for (; r < b1; ++r) s[0] = s[0] + load(x + r * C + c, k);
-      const V sum = (s[0] + s[1]) + (s[2] + s[3]);
-      T shift_lanes[W];
-      sum.store(shift_lanes);
-      for (int64_t j = 0; j < W; ++j) shift_lanes[j] = static_cast<T>(static_cast<double>(shift_lanes[j]) * bw.inv_b);
-      const V shift = V::loadu(shift_lanes);
-      V p1[2] = {V(T(0)), V(T(0))}, p2[2] = {V(T(0)), V(T(0))};
-      r = b0;
-      for (; r + 2 <= b1; r += 2) {
-        for (int u = 0; u < 2; ++u) {
-          const V v = load(x + (r + u) * C + c, k) - shift;  // missing lanes: unused below
-          p1[u] = p1[u] + v;
-          p2[u] = at::vec::fmadd(v, v, p2[u]);
-        }
-      }
-      if (r < b1) {
-        const V v = load(x + r * C + c, k) - shift;
-        p1[0] = p1[0] + v;
-        p2[0] = at::vec::fmadd(v, v, p2[0]);
-      }
-      const V d1 = p1[0] + p1[1];
-      const V d2 = p2[0] + p2[1];
-      T l1[W], l2[W];
-      d1.store(l1);
-      d2.store(l2);
-      for (int64_t j = 0; j < k; ++j) {
-        const auto ch = static_cast<size_t>(c + j);
-        merge_block_moments(static_cast<double>(shift_lanes[j]), static_cast<double>(l1[j]),
-                            static_cast<double>(l2[j]), bw.inv_b, bw.w_mean, bw.w_m2, mean[ch], m2[ch]);
-      }
-    });
   }
   const double rows = static_cast<double>(r1 - r0);
   for (int64_t c = 0; c < C; ++c) acc[c].merge(rows, mean[static_cast<size_t>(c)], m2[static_cast<size_t>(c)]);

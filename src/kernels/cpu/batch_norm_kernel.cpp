@@ -172,8 +172,8 @@ double rows_transform(const T* x, T* y, int64_t r0, int64_t r1, int64_t C, const
 }
 
 template <typename T>
-void minor_transform(const T* x, T* y, const BatchNormLayout& L, const std::vector<T>& mu, const std::vector<T>& scale,
-                     const std::vector<T>& shift, double* sum_y2) {
+void minor_transform(const T* x, T* y, const BatchNormLayout& L, const ChannelVector<T>& mu, const ChannelVector<T>& scale,
+                     const ChannelVector<T>& shift, double* sum_y2) {
   const int64_t C = L.channels;
   ThreadSums y2(at::get_num_threads());
   const int64_t grain = std::max<int64_t>(1, kGrainElements / C);
@@ -195,7 +195,7 @@ void forward_train_impl(const at::Tensor& xt, const at::Tensor& yt, const BatchN
   if (L.channel_minor) {
     std::vector<Moments> moments;
     minor_moments(x, L, moments);
-    std::vector<T> mu(static_cast<size_t>(C)), scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
+    ChannelVector<T> mu(static_cast<size_t>(C)), scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; ++c) {
       const auto k = static_cast<size_t>(c);
       mean[c] = moments[k].mean;
@@ -274,7 +274,7 @@ void transform_kernel(const at::Tensor& xt, const at::Tensor& yt, const BatchNor
     T* y = yt.data_ptr<T>();
     const int64_t C = L.channels;
     if (L.channel_minor) {
-      std::vector<T> mu(mean, mean + C), sc(scale, scale + C), sh(shift, shift + C);
+      ChannelVector<T> mu(mean, mean + C), sc(scale, scale + C), sh(shift, shift + C);
       minor_transform(x, y, L, mu, sc, sh, sum_y2);
       return;
     }
@@ -363,7 +363,7 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
   } else {
     using V = Vectorized<T>;
     constexpr int64_t W = V::size();
-    std::vector<T> mu(static_cast<size_t>(C)), av(static_cast<size_t>(C));
+    ChannelVector<T> mu(static_cast<size_t>(C)), av(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; ++c) {
       mu[static_cast<size_t>(c)] = static_cast<T>(a.mean[c]);
       av[static_cast<size_t>(c)] = static_cast<T>(coefficient_a(c));
@@ -450,7 +450,7 @@ void backward_impl(const at::Tensor& gt, const at::Tensor& xt, const at::Tensor&
     }
     if (!a.eval && dx != nullptr) {
       // Pass 2: dx = g·a − (x − μ)·b − c.
-      std::vector<T> bv(static_cast<size_t>(C)), cv(static_cast<size_t>(C));
+      ChannelVector<T> bv(static_cast<size_t>(C)), cv(static_cast<size_t>(C));
       for (int64_t c = 0; c < C; ++c) {
         const auto k = static_cast<size_t>(c);
         const double r = a.invstd[c];
