@@ -41,10 +41,17 @@ void select_ranks(const uint32_t* keys, size_t n, int level, const size_t* ranks
   static constexpr int kShift[] = {20, 8, 0};
   static constexpr uint32_t kDigits[] = {4096, 4096, 256};
   if (n <= 128 || level == 3) {
-    thread_local std::vector<uint32_t> sorted;
-    sorted.assign(keys, keys + n);
-    std::sort(sorted.begin(), sorted.end());
-    for (size_t i = 0; i < num_ranks; ++i) out[i] = sorted[ranks[i]];
+    // Small enough to select directly: each wanted rank by nth_element on what
+    // lies past the previous one (ranks ascend), cheaper than sorting all.
+    thread_local std::vector<uint32_t> part;
+    part.assign(keys, keys + n);
+    auto from = part.begin();
+    for (size_t i = 0; i < num_ranks; ++i) {
+      const auto at = part.begin() + static_cast<std::ptrdiff_t>(ranks[i]);
+      std::nth_element(from, at, part.end());
+      out[i] = *at;
+      from = at + 1;
+    }
     return;
   }
   struct Scratch {
@@ -100,10 +107,13 @@ std::vector<double> sample_quantiles(const float* sample, int64_t count, const s
   std::vector<double> out(qs.size(), std::nan(""));
   if (count <= 0) return out;
   std::vector<uint32_t> keys(static_cast<size_t>(count));
+  // Branch-free, so it vectorizes; a NaN anywhere makes every quantile NaN.
+  bool any_nan = false;
   for (int64_t i = 0; i < count; ++i) {
-    if (std::isnan(sample[i])) return out;
+    any_nan |= std::isnan(sample[i]);
     keys[static_cast<size_t>(i)] = sortable_key(sample[i]);
   }
+  if (any_nan) return out;
   // torch.quantile's definition: linear interpolation at position q·(n − 1),
   // between the order statistics lo = ⌊pos⌋ and lo + 1.
   const auto last = static_cast<size_t>(count - 1);

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <stdexcept>
+#include <string_view>
 
 namespace bnlab::train {
 
@@ -28,9 +29,7 @@ int64_t leading_step(const std::string& line) {
   }
 }
 
-bool is_timing_column(const char* name) {
-  return std::string(name) == "step_time_s" || std::string(name) == "examples_per_s";
-}
+bool is_timing_column(std::string_view name) { return name == "step_time_s" || name == "examples_per_s"; }
 
 }  // namespace
 

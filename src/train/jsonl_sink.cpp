@@ -7,8 +7,22 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <string_view>
 
 namespace bnlab::train {
+
+namespace {
+
+// ,"name": — the metric names are plain identifiers (no escaping needed).
+void append_key(fmt::memory_buffer& out, std::string_view name) {
+  out.push_back(',');
+  out.push_back('"');
+  out.append(name.data(), name.data() + name.size());
+  out.push_back('"');
+  out.push_back(':');
+}
+
+}  // namespace
 
 struct JsonlSink::Impl {
   std::unique_ptr<detail::AppendFile> file;
@@ -44,7 +58,7 @@ void JsonlSink::write(const StepMetrics& step) {
   for (const auto& c : step_metric_columns()) {
     const std::string_view name = c.name;
     if (!impl_->include_timing && (name == "step_time_s" || name == "examples_per_s")) continue;
-    fmt::format_to(it, ",\"{}\":", name);
+    append_key(out, name);
     append_json_number(out, c.get(step));
   }
   fmt::format_to(it, ",\"layers\":[");
@@ -53,7 +67,7 @@ void JsonlSink::write(const StepMetrics& step) {
     fmt::format_to(it, "{}{{\"layer\":{},\"type\":{},\"kind\":\"{}\",\"forward_order\":{}", i ? "," : "",
                    json_string(layer.name), json_string(layer.type), to_string(layer.kind), layer.forward_order);
     for (const auto& c : layer_metric_columns()) {
-      fmt::format_to(it, ",\"{}\":", c.name);
+      append_key(out, c.name);
       append_json_number(out, c.get(layer));
     }
     out.push_back('}');
@@ -68,7 +82,7 @@ void JsonlSink::write(const StepMetrics& step) {
       const std::pair<const char*, double> summary[] = {
           {"min", h.min}, {"max", h.max}, {"num", h.num}, {"sum", h.sum}, {"sum_squares", h.sum_squares}};
       for (const auto& [key, value] : summary) {
-        fmt::format_to(it, ",\"{}\":", key);
+        append_key(out, key);
         append_json_number(out, value);
       }
       out.push_back('}');
