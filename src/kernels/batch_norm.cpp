@@ -2,6 +2,7 @@
 #include "kernels/batch_norm.h"
 
 #include "bnlab/nn/probe.h"
+#include "kernels/batch_norm_drift.h"
 #include "kernels/cpu/batch_norm_kernel.h"
 #include "kernels/reduce.h"
 
@@ -207,35 +208,14 @@ void host_drift_stats(const torch::Tensor& stats, const torch::Tensor& channel_s
     }
     return;
   }
-  const DoubleView &bmean = sources[0], &bvar = sources[1], &rmean = sources[2], &rvar = sources[3];
-  const bool have_batch = bmean.defined(), have_running = rmean.defined();
-  double bm = 0, bv = 0, rm = 0, rv = 0, mean_drift = 0, var_drift = 0;
-  if (have_batch) {
-    for (int64_t c = 0; c < channels; ++c) {
-      bm += bmean[c];
-      bv += bvar[c];
-    }
-  }
-  if (have_running) {
-    for (int64_t c = 0; c < channels; ++c) {
-      rm += rmean[c];
-      rv += rvar[c];
-    }
-  }
-  if (have_batch && have_running) {
-    // drift = mean over c of |μ_B − μ_run| / sqrt(σ²_run + ε), and of |log(σ²_B / σ²_run)|
-    for (int64_t c = 0; c < channels; ++c) {
-      mean_drift += std::abs(bmean[c] - rmean[c]) / std::sqrt(rvar[c] + eps);
-      var_drift += std::abs(std::log(bvar[c] / rvar[c]));
-    }
-  }
-  const double inv = channels > 0 ? 1.0 / static_cast<double>(channels) : nan;
-  s[slot::kBatchMeanAvg] = have_batch ? bm * inv : nan;
-  s[slot::kBatchVarAvg] = have_batch ? bv * inv : nan;
-  s[slot::kRunningMeanAvg] = have_running ? rm * inv : nan;
-  s[slot::kRunningVarAvg] = have_running ? rv * inv : nan;
-  s[slot::kMeanDrift] = have_batch && have_running ? mean_drift * inv : nan;
-  s[slot::kVarDrift] = have_batch && have_running ? var_drift * inv : nan;
+  const DriftSummary d = summarize_drift(sources[0], sources[1], sources[2], sources[3], sources[0].defined(),
+                                         sources[2].defined(), channels, eps);
+  s[slot::kBatchMeanAvg] = d.batch_mean;
+  s[slot::kBatchVarAvg] = d.batch_var;
+  s[slot::kRunningMeanAvg] = d.running_mean;
+  s[slot::kRunningVarAvg] = d.running_var;
+  s[slot::kMeanDrift] = d.mean_drift;
+  s[slot::kVarDrift] = d.var_drift;
 }
 
 // batch_norm_drift_stats (see batch_norm.h), with the batch pair as BatchMoments.

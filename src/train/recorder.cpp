@@ -3,6 +3,7 @@
 #include "bnlab/nn/modules/activation.h"
 #include "bnlab/nn/modules/batch_norm.h"
 #include "bnlab/nn/probe.h"
+#include "kernels/batch_norm_drift.h"
 #include "kernels/reduce.h"
 
 #include <torch/csrc/autograd/functions/accumulate_grad.h>
@@ -448,26 +449,16 @@ StepMetrics Recorder::Impl::derive(const RawStep& raw) const {
       // Channel averages and drift, from the per-channel values the forward copied.
       const int64_t c = l.channels;
       const double* ch = stats + l.channel_offset;
-      const double* bmean = ch;
-      const double* bvar = ch + c;
-      const double* rmean = ch + 2 * c;
-      const double* rvar = ch + 3 * c;
-      double sums[6] = {0, 0, 0, 0, 0, 0};
-      for (int64_t k = 0; k < c; ++k) {
-        sums[0] += bmean[k];
-        sums[1] += bvar[k];
-        sums[2] += rmean[k];
-        sums[3] += rvar[k];
-        sums[4] += std::abs(bmean[k] - rmean[k]) / std::sqrt(rvar[k] + l.eps);
-        sums[5] += std::abs(std::log(bvar[k] / rvar[k]));
-      }
-      const double inv = c > 0 ? 1.0 / static_cast<double>(c) : kNotMeasured;
-      out.bn_batch_mean = sums[0] * inv;  // NaN when there were no batch statistics (eval)
-      out.bn_batch_var = sums[1] * inv;
-      out.bn_running_mean = sums[2] * inv;  // NaN without running statistics
-      out.bn_running_var = sums[3] * inv;
-      out.bn_mean_drift = sums[4] * inv;
-      out.bn_var_drift = sums[5] * inv;
+      // Missing statistics were copied as NaN (eval: no batch statistics), so
+      // they come out NaN.
+      const kernels::DriftSummary drift =
+          kernels::summarize_drift(ch, ch + c, ch + 2 * c, ch + 3 * c, true, true, c, l.eps);
+      out.bn_batch_mean = drift.batch_mean;
+      out.bn_batch_var = drift.batch_var;
+      out.bn_running_mean = drift.running_mean;
+      out.bn_running_var = drift.running_var;
+      out.bn_mean_drift = drift.mean_drift;
+      out.bn_var_drift = drift.var_drift;
       out.grad_output_norm = std::sqrt(s[bns::kGradOutputSumSq]);
       out.grad_input_norm = std::sqrt(s[bns::kGradInputSumSq]);
       out.nonfinite_forward = zero_if_nan(s[bns::kNonFiniteOutput]);
