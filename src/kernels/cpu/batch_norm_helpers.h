@@ -216,12 +216,14 @@ inline void rows_elementwise(int64_t r0, int64_t r1, int64_t C, F&& f) {
   }
 }
 
-// Channel-minor reductions over rows of at least this many vectors go row by
-// row in memory order, into per-channel sums kept in L1 (a load and a store per
-// vector, but C/W independent updates between two of one channel's). Narrower
-// rows walk each W-channel column down a block of rows with the sums in
-// registers: there a row-major walk would chain every row's update of the same
-// few sums through memory.
+// The backward's and BatchNormAct's channel-minor reductions (rows_channel_sums)
+// go row by row in memory order over rows of at least this many vectors, with
+// the sums in registers up to kMaxRegisterRowVectors and in L1 beyond (a load
+// and a store per vector, but C/W independent updates between two of one
+// channel's). Narrower rows walk each W-channel column down a block of rows with
+// the sums in registers: there one row's few sums would chain every add on the
+// last. (The forward's moments handle narrow rows with register rows side by
+// side: register_rows_moments.)
 inline constexpr int64_t kRowMajorMinVectors = 4;
 
 // One row block's centered sums of one channel, merged into its running
@@ -246,14 +248,15 @@ inline void merge_block_moments(double shift, double d1, double d2, double inv_b
 inline constexpr int kMaxRegisterRowVectors = 8;
 
 // f(std::integral_constant<int, j>{}) for j = 0, …, N − 1, unrolled at compile
-// time: the per-vector state arrays it indexes stay in registers.
-template <int N, typename F, int... J>
-C10_ALWAYS_INLINE void for_each_vector(F&& f, std::integer_sequence<int, J...> /*unused*/) {
+// time (over a row's vectors, or rows side by side): the state arrays it
+// indexes stay in registers.
+template <typename F, int... J>
+C10_ALWAYS_INLINE void for_each_index(F&& f, std::integer_sequence<int, J...> /*unused*/) {
   (f(std::integral_constant<int, J>{}), ...);
 }
 template <int N, typename F>
-C10_ALWAYS_INLINE void for_each_vector(F&& f) {
-  for_each_vector<N>(std::forward<F>(f), std::make_integer_sequence<int, N>{});
+C10_ALWAYS_INLINE void for_each_index(F&& f) {
+  for_each_index(std::forward<F>(f), std::make_integer_sequence<int, N>{});
 }
 
 // Calls f(std::integral_constant<int, N>{}) with N = ⌈C/W⌉, the vectors per row,
@@ -264,7 +267,7 @@ bool with_register_row(int64_t C, F&& f) {
   constexpr int64_t W = Vectorized<T>::size();
   const int64_t vectors = (C + W - 1) / W;
   bool done = false;
-  for_each_vector<kMaxRegisterRowVectors + 1>([&](auto n) {
+  for_each_index<kMaxRegisterRowVectors + 1>([&](auto n) {
     constexpr int N = decltype(n)::value;
     if constexpr (N >= lo && N >= 1) {
       if (vectors == N) {
@@ -287,7 +290,7 @@ constexpr int register_row_unroll(int vectors) { return (4 + vectors - 1) / vect
 template <typename T, int N, typename F>
 C10_ALWAYS_INLINE void register_row(int64_t r, int64_t C, int64_t tail, F&& f) {
   constexpr int64_t W = Vectorized<T>::size();
-  for_each_vector<N>([&](auto j) {
+  for_each_index<N>([&](auto j) {
     constexpr int64_t c = decltype(j)::value * W;
     if constexpr (decltype(j)::value + 1 < N) {
       f(r * C + c, c, WholeBlock<T>{}, j);
@@ -318,12 +321,12 @@ void rows_channel_sums(int64_t r0, int64_t r1, int64_t C, double* p1, double* p2
     for (int64_t b0 = r0; b0 < r1; b0 += block) {
       const int64_t b1 = std::min(r1, b0 + block);
       V s1[N], s2[N];
-      for_each_vector<N>([&](auto j) { s1[j] = s2[j] = V(T(0)); });
+      for_each_index<N>([&](auto j) { s1[j] = s2[j] = V(T(0)); });
       for (int64_t r = b0; r < b1; ++r) {
         register_row<T, N>(r, C, tail, [&](int64_t i, int64_t c, auto k, auto j) { f(i, c, k, s1[j], s2[j]); });
       }
       alignas(64) T l1[N * W], l2[N * W];
-      for_each_vector<N>([&](auto j) {
+      for_each_index<N>([&](auto j) {
         s1[j].store(l1 + j * W);
         s2[j].store(l2 + j * W);
       });
@@ -384,17 +387,18 @@ void register_rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, double
     const BlockWeights bw(r0, b0, b1);
     // Pass 1: the block's sums, whose mean (the shift) centers pass 2.
     V s[U][N];
-    for (int u = 0; u < U; ++u) for_each_vector<N>([&](auto j) { s[u][j] = V(T(0)); });
+    for (int u = 0; u < U; ++u) for_each_index<N>([&](auto j) { s[u][j] = V(T(0)); });
     auto add_rows = [&](int64_t r, auto rows) {
-      for_each_vector<decltype(rows)::value>([&](auto u) {
-        register_row<T, N>(r + u, C, tail, [&](int64_t i, int64_t, auto k, auto j) { s[u][j] = s[u][j] + load(x + i, k); });
+      for_each_index<decltype(rows)::value>([&](auto u) {
+        register_row<T, N>(r + u, C, tail,
+                           [&](int64_t i, int64_t, auto k, auto j) { s[u][j] = s[u][j] + load(x + i, k); });
       });
     };
     int64_t r = b0;
     for (; r + U <= b1; r += U) add_rows(r, std::integral_constant<int, U>{});
     for (; r < b1; ++r) add_rows(r, std::integral_constant<int, 1>{});
     alignas(64) T shift[N * W];
-    for_each_vector<N>([&](auto j) {
+    for_each_index<N>([&](auto j) {
       V sum = s[0][j];
       for (int u = 1; u < U; ++u) sum = sum + s[u][j];
       sum.store(shift + j * W);
@@ -402,13 +406,13 @@ void register_rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, double
     // Lanes past C summed zeros and stay zero.
     for (int64_t c = 0; c < C; ++c) shift[c] = static_cast<T>(static_cast<double>(shift[c]) * bw.inv_b);
     V sh[N];
-    for_each_vector<N>([&](auto j) { sh[j] = V::loadu(shift + j * W); });
+    for_each_index<N>([&](auto j) { sh[j] = V::loadu(shift + j * W); });
     // Pass 2 (from L1): Σ(x − shift) and Σ(x − shift)². Lanes past C load zero
     // and subtract a zero shift.
     V p1[U][N], p2[U][N];
-    for (int u = 0; u < U; ++u) for_each_vector<N>([&](auto j) { p1[u][j] = p2[u][j] = V(T(0)); });
+    for (int u = 0; u < U; ++u) for_each_index<N>([&](auto j) { p1[u][j] = p2[u][j] = V(T(0)); });
     auto center_rows = [&](int64_t r, auto rows) {
-      for_each_vector<decltype(rows)::value>([&](auto u) {
+      for_each_index<decltype(rows)::value>([&](auto u) {
         register_row<T, N>(r + u, C, tail, [&](int64_t i, int64_t, auto k, auto j) {
           const V v = load(x + i, k) - sh[j];
           p1[u][j] = p1[u][j] + v;
@@ -420,7 +424,7 @@ void register_rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, double
     for (; r + U <= b1; r += U) center_rows(r, std::integral_constant<int, U>{});
     for (; r < b1; ++r) center_rows(r, std::integral_constant<int, 1>{});
     alignas(64) T l1[N * W], l2[N * W];
-    for_each_vector<N>([&](auto j) {
+    for_each_index<N>([&](auto j) {
       V d1 = p1[0][j], d2 = p2[0][j];
       for (int u = 1; u < U; ++u) {
         d1 = d1 + p1[u][j];

@@ -172,8 +172,8 @@ double rows_transform(const T* x, T* y, int64_t r0, int64_t r1, int64_t C, const
 }
 
 template <typename T>
-void minor_transform(const T* x, T* y, const BatchNormLayout& L, const ChannelVector<T>& mu, const ChannelVector<T>& scale,
-                     const ChannelVector<T>& shift, double* sum_y2) {
+void minor_transform(const T* x, T* y, const BatchNormLayout& L, const ChannelVector<T>& mu,
+                     const ChannelVector<T>& scale, const ChannelVector<T>& shift, double* sum_y2) {
   const int64_t C = L.channels;
   ThreadSums y2(at::get_num_threads());
   const int64_t grain = std::max<int64_t>(1, kGrainElements / C);
