@@ -5,7 +5,6 @@
 #include <fmt/format.h>
 
 #include <stdexcept>
-#include <string_view>
 
 namespace bnlab::train {
 
@@ -29,8 +28,6 @@ int64_t leading_step(const std::string& line) {
   }
 }
 
-bool is_timing_column(std::string_view name) { return name == "step_time_s" || name == "examples_per_s"; }
-
 }  // namespace
 
 struct CsvSink::Impl {
@@ -41,7 +38,7 @@ struct CsvSink::Impl {
 std::string CsvSink::header(bool include_timing) {
   std::string h = "step,layer,type,kind,forward_order";
   for (const auto& c : step_metric_columns()) {
-    if (include_timing || !is_timing_column(c.name)) h += std::string(",") + c.name;
+    if (include_timing || !detail::is_timing_column(c.name)) h += std::string(",") + c.name;
   }
   for (const auto& c : layer_metric_columns()) h += std::string(",") + c.name;
   return h;
@@ -80,7 +77,7 @@ CsvSink::~CsvSink() {
 void CsvSink::write(const StepMetrics& step) {
   fmt::memory_buffer step_part;
   for (const auto& c : step_metric_columns()) {
-    if (!impl_->include_timing && is_timing_column(c.name)) continue;
+    if (!impl_->include_timing && detail::is_timing_column(c.name)) continue;
     step_part.push_back(',');
     detail::append_number(step_part, c.get(step));
   }

@@ -72,9 +72,11 @@ void append_shortest(fmt::memory_buffer& out, double v) {
   out.append(digits, end);
 }
 
+}  // namespace
+
 void append_text(fmt::memory_buffer& out, std::string_view text) { out.append(text.data(), text.data() + text.size()); }
 
-}  // namespace
+bool is_timing_column(std::string_view name) { return name == "step_time_s" || name == "examples_per_s"; }
 
 void append_number(fmt::memory_buffer& out, double v) {
   if (std::isnan(v)) return;

@@ -36,6 +36,12 @@ class AppendFile {
 bool keep_lines(const std::string& path, bool keep_first_line,
                 const std::function<bool(const std::string& line)>& keep);
 
+/// Appends text as is.
+void append_text(fmt::memory_buffer& out, std::string_view text);
+
+/// The step columns that hold timings (left out when FileSinkOptions::include_timing is false).
+bool is_timing_column(std::string_view name);
+
 /// Appends "1.5", "3e-05", "" for NaN, "inf"/"-inf" (CSV): the shortest form that reads back exactly.
 /// The sinks format into one buffer per step, with no allocation per number.
 void append_number(fmt::memory_buffer& out, double v);

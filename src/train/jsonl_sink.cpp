@@ -15,11 +15,9 @@ namespace {
 
 // ,"name": — the metric names are plain identifiers (no escaping needed).
 void append_key(fmt::memory_buffer& out, std::string_view name) {
-  out.push_back(',');
-  out.push_back('"');
-  out.append(name.data(), name.data() + name.size());
-  out.push_back('"');
-  out.push_back(':');
+  detail::append_text(out, ",\"");
+  detail::append_text(out, name);
+  detail::append_text(out, "\":");
 }
 
 }  // namespace
@@ -56,9 +54,8 @@ void JsonlSink::write(const StepMetrics& step) {
   auto it = std::back_inserter(out);
   fmt::format_to(it, "{{\"step\":{}", step.step);
   for (const auto& c : step_metric_columns()) {
-    const std::string_view name = c.name;
-    if (!impl_->include_timing && (name == "step_time_s" || name == "examples_per_s")) continue;
-    append_key(out, name);
+    if (!impl_->include_timing && detail::is_timing_column(c.name)) continue;
+    append_key(out, c.name);
     append_json_number(out, c.get(step));
   }
   fmt::format_to(it, ",\"layers\":[");

@@ -315,6 +315,14 @@ void rows_channel_sums(int64_t r0, int64_t r1, int64_t C, double* p1, double* p2
   using V = Vectorized<T>;
   constexpr int64_t W = V::size();
   const int64_t block = std::max<int64_t>(kMinBlockRows, kRowBlockElements / C);
+  // A row block's sums (C values each), added into the double totals.
+  auto end_block = [&](const T* s1, const T* s2) {
+    for (int64_t c = 0; c < C; ++c) {
+      p1[c] += static_cast<double>(s1[c]);
+      p2[c] += static_cast<double>(s2[c]);
+    }
+    block_end();
+  };
   const bool in_registers = with_register_row<T, kRowMajorMinVectors>(C, [&](auto n) {
     constexpr int N = decltype(n)::value;
     const int64_t tail = C - (N - 1) * W;
@@ -330,11 +338,7 @@ void rows_channel_sums(int64_t r0, int64_t r1, int64_t C, double* p1, double* p2
         s1[j].store(l1 + j * W);
         s2[j].store(l2 + j * W);
       });
-      for (int64_t c = 0; c < C; ++c) {
-        p1[c] += static_cast<double>(l1[c]);
-        p2[c] += static_cast<double>(l2[c]);
-      }
-      block_end();
+      end_block(l1, l2);
     }
   });
   if (in_registers) return;
@@ -351,11 +355,7 @@ void rows_channel_sums(int64_t r0, int64_t r1, int64_t C, double* p1, double* p2
       v1.store(s1 + c);
       v2.store(s2 + c);
     });
-    for (int64_t c = 0; c < C; ++c) {
-      p1[c] += static_cast<double>(s1[c]);
-      p2[c] += static_cast<double>(s2[c]);
-    }
-    block_end();
+    end_block(s1, s2);
   }
 }
 
