@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <numeric>
 #include <vector>
 
 namespace bnlab::kernels {
@@ -91,17 +92,27 @@ c10::optional<UnitLayout> unit_layout(const torch::Tensor& t) {
   return c10::nullopt;
 }
 
-SamplePlan sample_plan(int64_t n, int64_t capacity) {
+SamplePlan sample_plan(int64_t n, int64_t capacity, int64_t period) {
   SamplePlan plan;
-  plan.stride = n <= capacity ? 1 : (n + capacity - 1) / capacity;
+  if (capacity <= 0) return plan;  // an empty sample keeps nothing
+  if (n > capacity) {
+    plan.stride = (n + capacity - 1) / capacity;
+    // Terminates: some s in any run of consecutive integers is coprime with
+    // period (a prime above period's largest prime factor, at worst).
+    while (std::gcd(plan.stride, std::max<int64_t>(period, 1)) != 1) ++plan.stride;
+  }
   plan.count = n == 0 ? 0 : (n + plan.stride - 1) / plan.stride;
   return plan;
+}
+
+int64_t sample_period(const torch::Tensor& t) {
+  return t.dim() >= 2 && t.size(0) > 0 ? t.numel() / t.size(0) : t.numel();
 }
 
 void copy_input_sample(const torch::Tensor& input, const torch::Tensor& sample,
                        const torch::Tensor& stats) {
   const int64_t n = input.numel();
-  const auto [stride, count] = sample_plan(n, sample.numel());
+  const auto [stride, count] = sample_plan(n, sample.numel(), sample_period(input));
   if (input.device().is_cpu() && sample.device().is_cpu() && input.is_contiguous() &&
       sample.is_contiguous() && sample.scalar_type() == torch::kFloat &&
       (input.scalar_type() == torch::kFloat || input.scalar_type() == torch::kDouble)) {

@@ -15,7 +15,7 @@ using autograd::ActivationParams;
 /// y = f(x) written into `out` (same shape as x; may be x itself for in-place).
 /// When `stats` is defined, also fills the forward slots of an
 /// nn::activation_stat row in the same pass over x, and when `sample` is
-/// defined copies x (or an evenly strided subset) into it (copy_input_sample).
+/// defined copies x (or a strided subset, see sample_plan) into it (copy_input_sample).
 void activation_forward(const torch::Tensor& input, const torch::Tensor& out,
                         const ActivationParams& params, const torch::Tensor& stats,
                         const torch::Tensor& sample = {});
@@ -60,12 +60,23 @@ struct UnitLayout {
 c10::optional<UnitLayout> unit_layout(const torch::Tensor& t);
 
 /// Which of n values a sample of `capacity` keeps: all of them when they fit
-/// (stride 1), else every ⌈n/capacity⌉-th, in memory order.
+/// (stride 1), else every stride-th in memory order, the stride being the
+/// smallest s ≥ ⌈n/capacity⌉ with gcd(s, period) = 1. `period` is the number
+/// of values per example (C times the spatial size, in either memory format),
+/// and a stride that shares a factor with it would keep returning to the same
+/// few units and positions: at (128, 128), stride 4 kept only every fourth
+/// unit; at (32, 64, 56, 56), stride 1568 kept two pixels of each channel. A
+/// coprime stride walks through every residue of the period, so the sample
+/// spreads over all units and positions (and over the examples).
 struct SamplePlan {
   int64_t stride = 1;
   int64_t count = 0;  ///< values kept: ⌈n/stride⌉
 };
-SamplePlan sample_plan(int64_t n, int64_t capacity);
+SamplePlan sample_plan(int64_t n, int64_t capacity, int64_t period);
+
+/// The values per example of `t` for sample_plan: numel / size(0) from two
+/// dimensions on, else numel (one example).
+int64_t sample_period(const torch::Tensor& t);
 
 /// Copies `input` (the values sample_plan keeps) into the float32 `sample`
 /// and records the count in the kSampleCount slot of `stats`.

@@ -32,7 +32,7 @@ bool fused_kernels_apply(const torch::Tensor& input, const torch::Tensor& stats)
 void sample_preactivations(const torch::Tensor& input, const cpu::BatchNormLayout& L, const std::vector<double>& mean,
                            const std::vector<double>& scale, const std::vector<double>& shift,
                            const torch::Tensor& sample, double* stats) {
-  const auto [stride, count] = sample_plan(input.numel(), sample.numel());
+  const auto [stride, count] = sample_plan(input.numel(), sample.numel(), sample_period(input));
   float* out = sample.data_ptr<float>();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "bnlab_batch_norm_act_sample", [&] {
     const auto* x = input.data_ptr<scalar_t>();

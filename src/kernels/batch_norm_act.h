@@ -23,7 +23,7 @@ struct BatchNormActForward {
 /// updates the running ones (when defined) with `momentum`; in eval, uses the
 /// running ones. `stats` (an nn::activation_stat row) receives the
 /// activation's forward statistics with z as its input and the channels as
-/// its units; `sample` (float32) receives z at evenly strided positions.
+/// its units; `sample` (float32) receives z at the positions sample_plan keeps.
 BatchNormActForward batch_norm_act_forward(const torch::Tensor& input, const torch::Tensor& weight,
                                            const torch::Tensor& bias, const torch::Tensor& running_mean,
                                            const torch::Tensor& running_var, bool training, double momentum,

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <vector>
 
 namespace {
@@ -255,7 +256,11 @@ TEST(ActivationSample, LargeInputsGiveAnEvenlyStridedSample) {
   auto sample = torch::empty({bnlab::nn::kProbeSampleSize});
   auto stats = torch::zeros({slot::kCount}, torch::kDouble);
   bnlab::kernels::copy_input_sample(x, sample, stats);
-  const int64_t stride = (x.numel() + bnlab::nn::kProbeSampleSize - 1) / bnlab::nn::kProbeSampleSize;
+  // The smallest stride ≥ ⌈n/capacity⌉ = 74 coprime with the 1000 values per
+  // example: 77 (74, 75 and 76 share a factor 2 or 5 with 1000).
+  int64_t stride = (x.numel() + bnlab::nn::kProbeSampleSize - 1) / bnlab::nn::kProbeSampleSize;
+  while (std::gcd(stride, int64_t{1000}) != 1) ++stride;
+  ASSERT_EQ(stride, 77);
   auto expected = x.reshape(-1).slice(0, 0, x.numel(), stride).to(torch::kFloat);
   ASSERT_EQ(stats[slot::kSampleCount].item<double>(), static_cast<double>(expected.numel()));
   EXPECT_TRUE(torch::equal(sample.narrow(0, 0, expected.numel()), expected));
@@ -264,6 +269,56 @@ TEST(ActivationSample, LargeInputsGiveAnEvenlyStridedSample) {
   auto est = bnlab::nn::sample_quantiles(sample.data_ptr<float>(), expected.numel(), qs);
   auto full = torch::quantile(x.reshape(-1).slice(0, 0, 1 << 20), torch::tensor(qs, torch::kDouble));
   EXPECT_TRUE(assert_close(torch::tensor(est, torch::kDouble), full, {0.0, 0.06}));
+}
+
+// The values each (unit, position) of an example holds: its index in the
+// example, the same in every example, so a sample's distinct values say which
+// units and positions it reached.
+torch::Tensor position_ids(at::IntArrayRef shape) {
+  const int64_t per_example = c10::multiply_integers(shape.begin() + 1, shape.end());
+  std::vector<int64_t> example_shape(shape.begin() + 1, shape.end());
+  return torch::arange(per_example, torch::kFloat).reshape(example_shape).expand(shape).contiguous();
+}
+
+int64_t distinct_values(const torch::Tensor& sample, const torch::Tensor& stats) {
+  const auto count = static_cast<int64_t>(stats[slot::kSampleCount].item<double>());
+  return std::get<0>(at::_unique(sample.narrow(0, 0, count))).numel();
+}
+
+TEST(ActivationSample, LargeInputsAreSampledAcrossEveryUnit) {
+  // (128, 128): 16384 values for 4096 places. Every fourth value would keep
+  // only the units 0, 4, 8, …; a stride coprime with 128 (5) reaches all.
+  auto x = position_ids({128, 128});
+  auto sample = torch::empty({bnlab::nn::kProbeSampleSize});
+  auto stats = torch::zeros({slot::kCount}, torch::kDouble);
+  bnlab::kernels::copy_input_sample(x, sample, stats);
+  EXPECT_LE(stats[slot::kSampleCount].item<double>(), bnlab::nn::kProbeSampleSize);
+  EXPECT_EQ(distinct_values(sample, stats), 128);
+  // So its percentiles are those of all the units: each unit holds 25 or 26 of
+  // the 3277 values, so a rank moves by less than one unit's share.
+  const std::vector<double> qs{0.15, 0.5, 0.85};
+  const auto count = static_cast<int64_t>(stats[slot::kSampleCount].item<double>());
+  auto est = bnlab::nn::sample_quantiles(sample.data_ptr<float>(), count, qs);
+  auto full = torch::quantile(x.to(torch::kDouble).reshape(-1), torch::tensor(qs, torch::kDouble));
+  EXPECT_TRUE(assert_close(torch::tensor(est, torch::kDouble), full, {0.0, 1.0}));
+}
+
+TEST(ActivationSample, ConvInputsAreSampledAcrossEveryChannelAndPosition) {
+  // (8, 16, 16, 16): 4096 values per example, 32768 in all. Stride 8 would
+  // keep two columns of every channel (512 of the 4096 places); stride 9,
+  // coprime with 4096, keeps ⌈32768/9⌉ = 3641 values, each at a different
+  // place (i·9 mod 4096 repeats only after 4096 steps). The same holds in the
+  // channels-last layout, whose examples are as long.
+  for (const bool channels_last : {false, true}) {
+    SCOPED_TRACE(channels_last ? "channels_last" : "contiguous");
+    auto x = position_ids({8, 16, 16, 16});
+    if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+    auto sample = torch::empty({bnlab::nn::kProbeSampleSize});
+    auto stats = torch::zeros({slot::kCount}, torch::kDouble);
+    bnlab::kernels::copy_input_sample(x, sample, stats);
+    EXPECT_EQ(stats[slot::kSampleCount].item<double>(), 3641.0);
+    EXPECT_EQ(distinct_values(sample, stats), 3641);
+  }
 }
 
 TEST(ActivationSample, QuantilesOfClusteredAndTiedValuesMatchTorch) {

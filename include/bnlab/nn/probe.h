@@ -25,7 +25,7 @@ enum Slot : int64_t {
   kInputSumSq,         ///< Σ x²
   kOutputSum,          ///< Σ y
   kOutputSumSq,        ///< Σ y²
-  kSampleCount,        ///< values of x copied into the probe's `sample` (all, or an evenly strided subset)
+  kSampleCount,        ///< values of x copied into the probe's `sample` (all, or a strided subset)
   kNonFiniteOutput,    ///< NaN/Inf elements in y
   kGradOutputSumSq,    ///< Σ (∂L/∂y)²
   kGradInputSumSq,     ///< Σ (∂L/∂x)²
@@ -58,7 +58,7 @@ enum Slot : int64_t {
 /// What a recorder attaches to a layer. While attached, the layer's forward
 /// and backward write its statistics row `stats` (float64, on the layer's
 /// device, `kCount` slots of the layer's kind) in place, with no host sync.
-/// An activation also copies its input, or an evenly strided subset of it, into
+/// An activation also copies its input, or a strided subset of it, into
 /// `sample` (float32, on the layer's device) when that is defined, so the
 /// percentiles can be computed off the training thread (input_percentiles()).
 /// When `capture_tensors` is set, the forward also keeps references to its
@@ -83,7 +83,9 @@ struct LayerProbe {
 };
 
 /// Capacity of an activation probe's sample: inputs up to this size are copied
-/// whole (exact percentiles), larger ones as an evenly strided subset.
+/// whole (exact percentiles), larger ones as a strided subset whose stride
+/// shares no factor with the values per example, so that it reaches every unit
+/// and position.
 constexpr int64_t kProbeSampleSize = 4096;
 
 /// The q-quantiles (torch.quantile's linear interpolation) of the first

@@ -296,6 +296,34 @@ TEST(BatchNormAct, ProbeStatisticsEqualTheActivationModulesOnTheNormalizedInput)
   }
 }
 
+TEST(BatchNormAct, LargeInputsAreSampledAtTheActivationModulesPositions) {
+  // (8, 16, 16, 16) holds 32768 values for 4096 places: both take every 9th
+  // (the stride coprime with the 4096 values per example, see sample_plan),
+  // so the fused sample holds the same z as Tanh's sample of BatchNorm's output.
+  torch::manual_seed(8);
+  bn::BatchNormAct fused(bn::BatchNormActOptions(16).activation("tanh"));
+  randomize(fused);
+  bn::BatchNorm2d norm(16);
+  copy_state(fused, *norm);
+  bn::Tanh act;
+  auto make_probe = [] {
+    auto p = std::make_shared<bn::LayerProbe>();
+    p->stats = torch::zeros({bn::activation_stat::kCount}, torch::kDouble);
+    p->sample = torch::zeros({bn::kProbeSampleSize}, torch::kFloat);
+    return p;
+  };
+  auto p1 = make_probe();
+  auto p2 = make_probe();
+  fused->set_probe(p1);
+  act->set_probe(p2);
+  auto x = make_input({8, 16, 16, 16}, torch::kFloat);
+  fused->forward(x);
+  act->forward(norm->forward(x));
+  ASSERT_EQ(p1->stats[bn::activation_stat::kSampleCount].item<double>(), 3641.0);
+  ASSERT_EQ(p2->stats[bn::activation_stat::kSampleCount].item<double>(), 3641.0);
+  EXPECT_TRUE(assert_close(p1->sample.narrow(0, 0, 3641), p2->sample.narrow(0, 0, 3641), {1e-5, 1e-5}));
+}
+
 TEST(BatchNormAct, HasBatchNormsStateNamesAndLoadsItsStateDict) {
   bn::BatchNormAct fused(bn::BatchNormActOptions(4).activation("relu"));
   bn::BatchNorm2d norm(4);
