@@ -71,6 +71,14 @@ Sequential make_sequential(int64_t dim, const bn::BatchNormOptions& o, const Act
   return s;
 }
 
+// A probe as a recorder attaches it to an activation layer: a stats row and a sample.
+std::shared_ptr<bn::LayerProbe> make_activation_probe() {
+  auto p = std::make_shared<bn::LayerProbe>();
+  p->stats = torch::zeros({bn::activation_stat::kCount}, torch::kDouble);
+  p->sample = torch::zeros({bn::kProbeSampleSize}, torch::kFloat);
+  return p;
+}
+
 // Same parameters and running statistics in both (random, so γ and β matter).
 void copy_state(const bn::BatchNormAct& from, torch::nn::Module& to) {
   torch::NoGradGuard no_grad;
@@ -269,14 +277,8 @@ TEST(BatchNormAct, ProbeStatisticsEqualTheActivationModulesOnTheNormalizedInput)
       copy_state(fused, *norm);
       auto act = bn::make_activation(name);
       auto* act_layer = dynamic_cast<bn::ActivationLayer*>(act.ptr().get());
-      auto make_probe = [] {
-        auto p = std::make_shared<bn::LayerProbe>();
-        p->stats = torch::zeros({bn::activation_stat::kCount}, torch::kDouble);
-        p->sample = torch::zeros({bn::kProbeSampleSize}, torch::kFloat);
-        return p;
-      };
-      auto p1 = make_probe();
-      auto p2 = make_probe();
+      auto p1 = make_activation_probe();
+      auto p2 = make_activation_probe();
       fused->set_probe(p1);
       act_layer->set_probe(p2);
       // 3·5·16·16 = 3840 values: every z lands in the sample.
@@ -306,14 +308,8 @@ TEST(BatchNormAct, LargeInputsAreSampledAtTheActivationModulesPositions) {
   bn::BatchNorm2d norm(16);
   copy_state(fused, *norm);
   bn::Tanh act;
-  auto make_probe = [] {
-    auto p = std::make_shared<bn::LayerProbe>();
-    p->stats = torch::zeros({bn::activation_stat::kCount}, torch::kDouble);
-    p->sample = torch::zeros({bn::kProbeSampleSize}, torch::kFloat);
-    return p;
-  };
-  auto p1 = make_probe();
-  auto p2 = make_probe();
+  auto p1 = make_activation_probe();
+  auto p2 = make_activation_probe();
   fused->set_probe(p1);
   act->set_probe(p2);
   auto x = make_input({8, 16, 16, 16}, torch::kFloat);
