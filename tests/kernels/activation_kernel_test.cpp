@@ -321,6 +321,14 @@ TEST(ActivationSample, ConvInputsAreSampledAcrossEveryChannelAndPosition) {
   }
 }
 
+TEST(ActivationSample, AnEmptySampleKeepsNothing) {
+  auto x = torch::randn({8, 5});
+  auto sample = torch::empty({0});
+  auto stats = torch::zeros({slot::kCount}, torch::kDouble);
+  bnlab::kernels::copy_input_sample(x, sample, stats);
+  EXPECT_EQ(stats[slot::kSampleCount].item<double>(), 0.0);
+}
+
 TEST(ActivationSample, QuantilesOfClusteredAndTiedValuesMatchTorch) {
   // The selection buckets values by their top bits, then by the next ones:
   // values crowded into one bucket, many ties, both signs with ±0 and
