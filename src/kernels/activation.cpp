@@ -9,8 +9,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <type_traits>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 namespace bnlab::kernels {

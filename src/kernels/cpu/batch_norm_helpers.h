@@ -372,6 +372,23 @@ struct BlockWeights {
   }
 };
 
+// f(r, std::integral_constant<int, U>{}) for r = b0, b0 + U, … while U rows
+// fit before b1, then f(r, std::integral_constant<int, 1>{}) for each row left.
+template <int U, typename F>
+C10_ALWAYS_INLINE void for_row_groups(int64_t b0, int64_t b1, F&& f) {
+  int64_t r = b0;
+  for (; r + U <= b1; r += U) f(r, std::integral_constant<int, U>{});
+  for (; r < b1; ++r) f(r, std::integral_constant<int, 1>{});
+}
+
+// s[0][j] + s[1][j] + … + s[U − 1][j], in that order: the U side-by-side sums of vector j.
+template <int U, int N, typename V>
+C10_ALWAYS_INLINE V sum_row_groups(const V (&s)[U][N], int j) {
+  V total = s[0][j];
+  for (int u = 1; u < U; ++u) total = total + s[u][j];
+  return total;
+}
+
 // rows_moments for rows of N ≤ kMaxRegisterRowVectors vectors, row by row in
 // memory order with every sum in registers; U rows side by side keep four or
 // more independent sums per pass.
@@ -394,15 +411,9 @@ void register_rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, double
                            [&](int64_t i, int64_t, auto k, auto j) { s[u][j] = s[u][j] + load(x + i, k); });
       });
     };
-    int64_t r = b0;
-    for (; r + U <= b1; r += U) add_rows(r, std::integral_constant<int, U>{});
-    for (; r < b1; ++r) add_rows(r, std::integral_constant<int, 1>{});
+    for_row_groups<U>(b0, b1, add_rows);
     alignas(64) T shift[N * W];
-    for_each_index<N>([&](auto j) {
-      V sum = s[0][j];
-      for (int u = 1; u < U; ++u) sum = sum + s[u][j];
-      sum.store(shift + j * W);
-    });
+    for_each_index<N>([&](auto j) { sum_row_groups(s, j).store(shift + j * W); });
     // Lanes past C summed zeros and stay zero.
     for (int64_t c = 0; c < C; ++c) shift[c] = static_cast<T>(static_cast<double>(shift[c]) * bw.inv_b);
     V sh[N];
@@ -420,18 +431,11 @@ void register_rows_moments(const T* x, int64_t r0, int64_t r1, int64_t C, double
         });
       });
     };
-    r = b0;
-    for (; r + U <= b1; r += U) center_rows(r, std::integral_constant<int, U>{});
-    for (; r < b1; ++r) center_rows(r, std::integral_constant<int, 1>{});
+    for_row_groups<U>(b0, b1, center_rows);
     alignas(64) T l1[N * W], l2[N * W];
     for_each_index<N>([&](auto j) {
-      V d1 = p1[0][j], d2 = p2[0][j];
-      for (int u = 1; u < U; ++u) {
-        d1 = d1 + p1[u][j];
-        d2 = d2 + p2[u][j];
-      }
-      d1.store(l1 + j * W);
-      d2.store(l2 + j * W);
+      sum_row_groups(p1, j).store(l1 + j * W);
+      sum_row_groups(p2, j).store(l2 + j * W);
     });
     for (int64_t c = 0; c < C; ++c) {
       merge_block_moments(static_cast<double>(shift[c]), static_cast<double>(l1[c]), static_cast<double>(l2[c]),
