@@ -59,11 +59,13 @@ Tensor BatchNormActFunction::forward(torch::autograd::AutogradContext* ctx, cons
                                      double eps, const ActivationParams& params, const nn::LayerProbe* probe) {
   detail::check_batch_norm_arguments(kOp, input, weight, bias, running_mean, running_var, training);
   const Tensor stats = detail::activation_stats_row(probe, input, kOp);
+  const bool recording = probe != nullptr && stats.defined();
   const Tensor w = detail::value_or_undefined(weight);
   const Tensor b = detail::value_or_undefined(bias);
   auto r = kernels::batch_norm_act_forward(input, w, b, detail::value_or_undefined(running_mean),
                                            detail::value_or_undefined(running_var), training, momentum, eps, params,
-                                           stats, probe != nullptr && stats.defined() ? probe->sample : Tensor());
+                                           stats, recording ? probe->sample : Tensor(),
+                                           recording ? probe->channel_stats : Tensor());
   // y is saved too: the following layer keeps it alive anyway, and Tanh,
   // Sigmoid, ReLU and ELU read f′ from it.
   ctx->save_for_backward({input, w, b, r.mean, r.invstd, r.output});

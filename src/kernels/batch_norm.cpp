@@ -187,25 +187,29 @@ struct BatchMoments {
   }
 };
 
+// The four vectors, C values each, one after another (NaN for a missing one).
+void copy_channel_vectors(double* out, const DoubleView (&sources)[4], int64_t channels) {
+  const double nan = std::nan("");
+  for (int k = 0; k < 4; ++k) {
+    if (!sources[k].defined()) {
+      std::fill_n(out + k * channels, channels, nan);
+      continue;
+    }
+    for (int64_t c = 0; c < channels; ++c) out[k * channels + c] = sources[k][c];
+  }
+}
+
 // batch_norm_drift_stats on the host, from views of the four vectors
 // (batch mean, batch var, running mean, running var; a pair may be undefined):
 // plain loops, no tensor ops, as this runs for every BatchNorm on every recorded step.
 void host_drift_stats(const torch::Tensor& stats, const torch::Tensor& channel_stats, const DoubleView (&sources)[4],
                       double eps, int64_t channels, int64_t count) {
   namespace slot = nn::batch_norm_stat;
-  const double nan = std::nan("");
   auto* s = stats.data_ptr<double>();
   s[slot::kChannels] = static_cast<double>(channels);
   s[slot::kValuesPerChannel] = static_cast<double>(count);
   if (channel_stats.defined()) {
-    double* out = channel_stats.data_ptr<double>();
-    for (int k = 0; k < 4; ++k) {
-      if (!sources[k].defined()) {
-        std::fill_n(out + k * channels, channels, nan);
-        continue;
-      }
-      for (int64_t c = 0; c < channels; ++c) out[k * channels + c] = sources[k][c];
-    }
+    copy_channel_vectors(channel_stats.data_ptr<double>(), sources, channels);
     return;
   }
   const DriftSummary d = summarize_drift(sources[0], sources[1], sources[2], sources[3], sources[0].defined(),
@@ -218,6 +222,38 @@ void host_drift_stats(const torch::Tensor& stats, const torch::Tensor& channel_s
   s[slot::kVarDrift] = d.var_drift;
 }
 
+void check_channel_stats(const torch::Tensor& channel_stats, int64_t channels) {
+  TORCH_CHECK(channel_stats.numel() == 4 * channels && channel_stats.scalar_type() == torch::kDouble,
+              "bnlab::batch_norm: expected the probe's channel_stats to be float64 of 4*C = ", 4 * channels,
+              " values, got ", channel_stats.scalar_type(), " of ", channel_stats.numel());
+}
+
+// The four per-channel vectors into a defined `channel_stats`: plain loops
+// when everything is readable on the host, device copies otherwise.
+void write_channel_stats(const torch::Tensor& channel_stats, const BatchMoments& batch,
+                         const torch::Tensor& running_mean, const torch::Tensor& running_var, int64_t channels) {
+  torch::NoGradGuard no_grad;
+  check_channel_stats(channel_stats, channels);
+  const double nan = std::nan("");
+  if (channel_stats.device().is_cpu() && batch.readable_on_host() && cpu_vector(running_mean) &&
+      cpu_vector(running_var)) {
+    const DoubleView sources[4] = {batch.mean_view(), batch.var_view(), DoubleView(running_mean),
+                                   DoubleView(running_var)};
+    copy_channel_vectors(channel_stats.data_ptr<double>(), sources, channels);
+    return;
+  }
+  const auto [batch_mean, batch_var] = batch.tensors(channels);
+  const torch::Tensor* sources[4] = {&batch_mean, &batch_var, &running_mean, &running_var};
+  for (int k = 0; k < 4; ++k) {
+    auto part = channel_stats.narrow(0, k * channels, channels);
+    if (sources[k]->defined()) {
+      part.copy_(*sources[k]);
+    } else {
+      part.fill_(nan);
+    }
+  }
+}
+
 // batch_norm_drift_stats (see batch_norm.h), with the batch pair as BatchMoments.
 void fill_drift_stats(const torch::Tensor& stats, const torch::Tensor& channel_stats, const BatchMoments& batch,
                       const torch::Tensor& running_mean, const torch::Tensor& running_var, double eps,
@@ -227,11 +263,7 @@ void fill_drift_stats(const torch::Tensor& stats, const torch::Tensor& channel_s
   const double nan = std::nan("");
   const bool have_batch = batch.defined();
   const bool have_running = running_mean.defined();
-  if (channel_stats.defined()) {
-    TORCH_CHECK(channel_stats.numel() == 4 * channels && channel_stats.scalar_type() == torch::kDouble,
-                "bnlab::batch_norm: expected the probe's channel_stats to be float64 of 4*C = ",
-                4 * channels, " values, got ", channel_stats.scalar_type(), " of ", channel_stats.numel());
-  }
+  if (channel_stats.defined()) check_channel_stats(channel_stats, channels);
   if (stats.device().is_cpu() && (!channel_stats.defined() || channel_stats.device().is_cpu()) &&
       batch.readable_on_host() && cpu_vector(running_mean) && cpu_vector(running_var)) {
     const DoubleView sources[4] = {batch.mean_view(), batch.var_view(), DoubleView(running_mean),
@@ -239,21 +271,13 @@ void fill_drift_stats(const torch::Tensor& stats, const torch::Tensor& channel_s
     host_drift_stats(stats, channel_stats, sources, eps, channels, count);
     return;
   }
-  const auto [batch_mean, batch_var] = batch.tensors(channels);
   if (channel_stats.defined()) {
-    const torch::Tensor* sources[4] = {&batch_mean, &batch_var, &running_mean, &running_var};
-    for (int k = 0; k < 4; ++k) {
-      auto part = channel_stats.narrow(0, k * channels, channels);
-      if (sources[k]->defined()) {
-        part.copy_(*sources[k]);
-      } else {
-        part.fill_(nan);
-      }
-    }
+    write_channel_stats(channel_stats, batch, running_mean, running_var, channels);
     stats[slot::kChannels].fill_(static_cast<double>(channels));
     stats[slot::kValuesPerChannel].fill_(static_cast<double>(count));
     return;
   }
+  const auto [batch_mean, batch_var] = batch.tensors(channels);
   // Other devices: a few device ops, no host sync.
   stats[slot::kChannels].fill_(static_cast<double>(channels));
   stats[slot::kValuesPerChannel].fill_(static_cast<double>(count));
@@ -286,6 +310,18 @@ void batch_norm_drift_stats(const torch::Tensor& stats, const torch::Tensor& cha
                             int64_t channels, int64_t count) {
   fill_drift_stats(stats, channel_stats, BatchMoments{batch_mean, batch_var}, running_mean, running_var, eps,
                    channels, count);
+}
+
+void batch_norm_channel_stats(const torch::Tensor& channel_stats, const torch::Tensor& batch_mean,
+                              const torch::Tensor& batch_var, const torch::Tensor& running_mean,
+                              const torch::Tensor& running_var, int64_t channels) {
+  write_channel_stats(channel_stats, BatchMoments{batch_mean, batch_var}, running_mean, running_var, channels);
+}
+
+void batch_norm_channel_stats(const torch::Tensor& channel_stats, const double* batch_mean, const double* batch_var,
+                              const torch::Tensor& running_mean, const torch::Tensor& running_var, int64_t channels) {
+  write_channel_stats(channel_stats, BatchMoments{{}, {}, batch_mean, batch_var}, running_mean, running_var,
+                      channels);
 }
 
 void batch_norm_output_stats(const torch::Tensor& stats, const torch::Tensor& output) {

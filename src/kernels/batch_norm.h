@@ -73,6 +73,17 @@ void batch_norm_drift_stats(const torch::Tensor& stats, const torch::Tensor& cha
                             const torch::Tensor& running_var, double eps, int64_t channels,
                             int64_t count);
 
+/// Copies the four per-channel vectors (μ_B, biased σ²_B, running mean,
+/// running var; NaN for an undefined pair) into `channel_stats` (4·C float64),
+/// for modules whose probe row is not a batch_norm_stat row (BatchNormAct).
+/// Call it before the running statistics are updated. The batch pair comes as
+/// tensors, or as the CPU kernels' host vectors of C doubles (null in eval).
+void batch_norm_channel_stats(const torch::Tensor& channel_stats, const torch::Tensor& batch_mean,
+                              const torch::Tensor& batch_var, const torch::Tensor& running_mean,
+                              const torch::Tensor& running_var, int64_t channels);
+void batch_norm_channel_stats(const torch::Tensor& channel_stats, const double* batch_mean, const double* batch_var,
+                              const torch::Tensor& running_mean, const torch::Tensor& running_var, int64_t channels);
+
 /// Fills Σ y² and the non-finite count of an nn::batch_norm_stat row from the output.
 void batch_norm_output_stats(const torch::Tensor& stats, const torch::Tensor& output);
 

@@ -48,7 +48,8 @@ void sample_preactivations(const torch::Tensor& input, const cpu::BatchNormLayou
 BatchNormActForward forward_cpu(const torch::Tensor& input_in, const torch::Tensor& weight, const torch::Tensor& bias,
                                 const torch::Tensor& running_mean, const torch::Tensor& running_var, bool training,
                                 double momentum, double eps, const autograd::ActivationParams& params,
-                                const torch::Tensor& stats, const torch::Tensor& sample) {
+                                const torch::Tensor& stats, const torch::Tensor& sample,
+                                const torch::Tensor& channel_stats) {
   auto layout = detail::kernel_layout(input_in);
   const torch::Tensor input = layout.has_value() ? input_in : input_in.contiguous();
   if (!layout.has_value()) layout = detail::kernel_layout(input);
@@ -79,6 +80,11 @@ BatchNormActForward forward_cpu(const torch::Tensor& input_in, const torch::Tens
   BatchNormActForward out;
   out.output = torch::empty_like(input);
   cpu::batch_norm_act_forward_stub.get()(input, out.output, *layout, params, args);
+  // Against the running statistics before this batch's update, as BatchNorm's probe.
+  if (channel_stats.defined()) {
+    batch_norm_channel_stats(channel_stats, training ? mean.data() : nullptr, training ? var.data() : nullptr,
+                             running_mean, running_var, C);
+  }
   if (training) detail::update_running_stats_cpu(running_mean, running_var, mean, var, count, momentum);
   if (sample.defined() && s != nullptr) {
     std::vector<double> scale(csize), shift(csize, 0.0);
@@ -102,20 +108,29 @@ BatchNormActForward batch_norm_act_forward(const torch::Tensor& input, const tor
                                            const torch::Tensor& bias, const torch::Tensor& running_mean,
                                            const torch::Tensor& running_var, bool training, double momentum,
                                            double eps, const autograd::ActivationParams& params,
-                                           const torch::Tensor& stats, const torch::Tensor& sample) {
-  if (fused_kernels_apply(input, stats) && (!sample.defined() || sample.device().is_cpu())) {
+                                           const torch::Tensor& stats, const torch::Tensor& sample,
+                                           const torch::Tensor& channel_stats) {
+  if (fused_kernels_apply(input, stats) && (!sample.defined() || sample.device().is_cpu()) &&
+      (!channel_stats.defined() || channel_stats.device().is_cpu())) {
     return forward_cpu(input, weight, bias, running_mean, running_var, training, momentum, eps, params, stats,
-                       sample);
+                       sample, channel_stats);
   }
   // Composite: BatchNorm, then the activation on the materialized z.
   BatchNormActForward out;
   const int64_t count = values_per_channel(input);
   if (training) {
     auto [batch_mean, batch_var] = batch_norm_stats(input);
+    if (channel_stats.defined()) {
+      batch_norm_channel_stats(channel_stats, batch_mean, batch_var, running_mean, running_var, input.size(1));
+    }
     if (running_mean.defined()) update_running_stats(running_mean, running_var, batch_mean, batch_var, count, momentum);
     out.mean = batch_mean;
     out.invstd = invstd_from_var(batch_var, eps);
   } else {
+    if (channel_stats.defined()) {
+      batch_norm_channel_stats(channel_stats, torch::Tensor(), torch::Tensor(), running_mean, running_var,
+                               input.size(1));
+    }
     const auto sdt = stats_dtype(input.scalar_type());
     out.mean = running_mean.to(sdt, /*non_blocking=*/false, /*copy=*/true);
     out.invstd = invstd_from_var(running_var.to(sdt), eps);

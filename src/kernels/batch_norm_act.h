@@ -23,12 +23,15 @@ struct BatchNormActForward {
 /// updates the running ones (when defined) with `momentum`; in eval, uses the
 /// running ones. `stats` (an nn::activation_stat row) receives the
 /// activation's forward statistics with z as its input and the channels as
-/// its units; `sample` (float32) receives z at the positions sample_plan keeps.
+/// its units; `sample` (float32) receives z at the positions sample_plan keeps;
+/// `channel_stats` (4·C float64) the BatchNorm part's per-channel batch and
+/// running statistics (see batch_norm_channel_stats).
 BatchNormActForward batch_norm_act_forward(const torch::Tensor& input, const torch::Tensor& weight,
                                            const torch::Tensor& bias, const torch::Tensor& running_mean,
                                            const torch::Tensor& running_var, bool training, double momentum,
                                            double eps, const autograd::ActivationParams& params,
-                                           const torch::Tensor& stats, const torch::Tensor& sample);
+                                           const torch::Tensor& stats, const torch::Tensor& sample,
+                                           const torch::Tensor& channel_stats);
 
 /// (∂L/∂x or undefined, ∂L/∂γ, ∂L/∂β) given g, the saved x and y and the
 /// statistics the forward used; fills the gradient slots of `stats`

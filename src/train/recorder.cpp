@@ -2,6 +2,7 @@
 
 #include "bnlab/nn/modules/activation.h"
 #include "bnlab/nn/modules/batch_norm.h"
+#include "bnlab/nn/modules/batch_norm_act.h"
 #include "bnlab/nn/probe.h"
 #include "kernels/batch_norm_drift.h"
 #include "kernels/reduce.h"
@@ -71,7 +72,7 @@ struct LayerSlot {
   std::shared_ptr<nn::LayerProbe> probe;
   int64_t stats_offset = -1;  // its probe row in the buffer
   int64_t sample_offset = -1; // its sample in the sample buffer
-  int64_t channel_offset = -1;  // BatchNorm: its 4·C per-channel statistics in the buffer
+  int64_t channel_offset = -1;  // BatchNorm or BatchNormAct: its 4·C per-channel statistics in the buffer
   int64_t channels = 0;
   double eps = 0.0;
   double max_local_derivative = 1.0;
@@ -193,6 +194,14 @@ void Recorder::Impl::discover() {
       slot.probeable = a;
       slot.max_local_derivative = a->max_local_derivative();
       slot.can_saturate = a->can_saturate();
+      // A fused BatchNorm + elementwise activation also reports its BatchNorm's
+      // drift, from the per-channel statistics its forward copies (Maxout runs
+      // as a separate BatchNorm without a probe, so it has none).
+      if (auto* fused = dynamic_cast<nn::BatchNormActImpl*>(module.get());
+          fused != nullptr && fused->elementwise_params().has_value()) {
+        slot.channels = fused->options.num_features();
+        slot.eps = fused->options.eps();
+      }
     } else if (auto* b = dynamic_cast<nn::BatchNormLayer*>(module.get())) {
       slot.info.kind = LayerKind::kBatchNorm;
       slot.probeable = b;
@@ -232,6 +241,10 @@ void Recorder::Impl::allocate() {
       offset += act::kCount;
       l.sample_offset = sample_offset;
       sample_offset += nn::kProbeSampleSize;
+      if (l.channels > 0) {
+        l.channel_offset = offset;
+        offset += 4 * l.channels;
+      }
     } else if (l.info.kind == LayerKind::kBatchNorm) {
       l.stats_offset = offset;
       offset += bns::kCount;
@@ -446,11 +459,17 @@ StepMetrics Recorder::Impl::derive(const RawStep& raw) const {
       out.nonfinite_forward = zero_if_nan(s[act::kNonFiniteOutput]);
       out.nonfinite_grad = zero_if_nan(s[act::kNonFiniteGradInput]);
     } else if (l.info.kind == LayerKind::kBatchNorm && ran) {
-      // Channel averages and drift, from the per-channel values the forward copied.
+      out.grad_output_norm = std::sqrt(s[bns::kGradOutputSumSq]);
+      out.grad_input_norm = std::sqrt(s[bns::kGradInputSumSq]);
+      out.nonfinite_forward = zero_if_nan(s[bns::kNonFiniteOutput]);
+      out.nonfinite_grad = zero_if_nan(s[bns::kNonFiniteGradInput]);
+    }
+    if (l.channel_offset >= 0 && ran) {
+      // Channel averages and drift, from the per-channel values the forward
+      // copied (BatchNorm, or BatchNormAct's BatchNorm part). Missing
+      // statistics were copied as NaN (eval: no batch statistics), so they come out NaN.
       const int64_t c = l.channels;
       const double* ch = stats + l.channel_offset;
-      // Missing statistics were copied as NaN (eval: no batch statistics), so
-      // they come out NaN.
       const kernels::DriftSummary drift =
           kernels::summarize_drift(ch, ch + c, ch + 2 * c, ch + 3 * c, true, true, c, l.eps);
       out.bn_batch_mean = drift.batch_mean;
@@ -459,10 +478,6 @@ StepMetrics Recorder::Impl::derive(const RawStep& raw) const {
       out.bn_running_var = drift.running_var;
       out.bn_mean_drift = drift.mean_drift;
       out.bn_var_drift = drift.var_drift;
-      out.grad_output_norm = std::sqrt(s[bns::kGradOutputSumSq]);
-      out.grad_input_norm = std::sqrt(s[bns::kGradInputSumSq]);
-      out.nonfinite_forward = zero_if_nan(s[bns::kNonFiniteOutput]);
-      out.nonfinite_grad = zero_if_nan(s[bns::kNonFiniteGradInput]);
     }
     for (const auto& p : l.params) {
       const double* r = stats + p.offset;

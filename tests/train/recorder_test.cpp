@@ -3,6 +3,7 @@
 
 #include "bnlab/nn/modules/activation.h"
 #include "bnlab/nn/modules/batch_norm.h"
+#include "bnlab/nn/modules/batch_norm_act.h"
 #include "bnlab/optim/sgd.h"
 
 #include "assert_close.h"
@@ -171,6 +172,61 @@ TEST(Recorder, BatchNormDriftEqualsIndependentComputation) {
   EXPECT_LT(rel(l.grad_output_norm, gy.norm().item<double>()), 1e-5);
   EXPECT_LT(rel(l.weight.norm, norm->weight.norm().item<double>()), 1e-6);
   EXPECT_LT(rel(l.weight.grad_norm, norm->weight.grad().norm().item<double>()), 1e-5);
+}
+
+// A fused BatchNormAct reports its BatchNorm part's drift as BatchNorm1d does,
+// next to its activation metrics; in eval there are no batch statistics.
+TEST(Recorder, BatchNormActDriftEqualsIndependentComputation) {
+  torch::manual_seed(4);
+  bn::BatchNormAct fused(bn::BatchNormActOptions(5).activation("tanh"));
+  {
+    torch::NoGradGuard no_grad;
+    fused->running_mean.copy_(torch::tensor({0.5f, -1.0f, 2.0f, 0.0f, 0.25f}));
+    fused->running_var.copy_(torch::tensor({1.0f, 4.0f, 0.5f, 2.0f, 3.0f}));
+    fused->weight.copy_(torch::tensor({1.5f, 0.5f, 1.0f, 2.0f, 0.75f}));
+  }
+  torch::nn::Sequential net(torch::nn::Linear(3, 5), fused);
+  auto sink = std::make_shared<bt::MemorySink>();
+  bt::Recorder recorder(net, bt::RecorderOptions().background_writer(false));
+  recorder.add_sink(sink);
+  auto x = torch::randn({32, 3}) * 2;
+  auto h = net[0]->as<torch::nn::Linear>()->forward(x).detach().to(torch::kDouble);
+  auto rm = fused->running_mean.clone().to(torch::kDouble);
+  auto rv = fused->running_var.clone().to(torch::kDouble);
+  recorder.begin_step(0);
+  auto loss = net->forward(x).pow(2).mean();
+  loss.backward();
+  recorder.end_step(loss, 0.1, 32);
+
+  net->eval();
+  auto rm_eval = fused->running_mean.clone().to(torch::kDouble);
+  auto rv_eval = fused->running_var.clone().to(torch::kDouble);
+  recorder.begin_step(1);
+  auto eval_loss = net->forward(x).pow(2).mean();
+  eval_loss.backward();
+  recorder.end_step(eval_loss, 0.1, 32);
+  recorder.flush();
+
+  const auto& l = layer(sink->steps().at(0), "net.1");
+  EXPECT_EQ(l.kind, bt::LayerKind::kActivation);
+  auto mean = h.mean(0);
+  auto var = h.var(0, /*unbiased=*/false);
+  EXPECT_LT(rel(l.bn_batch_mean, mean.mean().item<double>()), 1e-5);
+  EXPECT_LT(rel(l.bn_batch_var, var.mean().item<double>()), 1e-5);
+  EXPECT_LT(rel(l.bn_running_mean, rm.mean().item<double>()), 1e-6);
+  EXPECT_LT(rel(l.bn_running_var, rv.mean().item<double>()), 1e-6);
+  EXPECT_LT(rel(l.bn_mean_drift, ((mean - rm).abs() / (rv + 1e-5).sqrt()).mean().item<double>()), 1e-5);
+  EXPECT_LT(rel(l.bn_var_drift, (var / rv).log().abs().mean().item<double>()), 1e-5);
+  // The activation metrics stay: z = BN(h) with the batch statistics, y = tanh(z).
+  auto z = (h - mean) / (var + 1e-5).sqrt() * fused->weight.detach().to(torch::kDouble);
+  EXPECT_LT(rel(l.input_std, z.flatten().std().item<double>()), 1e-5);
+  EXPECT_LT(rel(l.output_mean, z.tanh().mean().item<double>()), 1e-5);
+
+  const auto& e = layer(sink->steps().at(1), "net.1");
+  EXPECT_TRUE(std::isnan(e.bn_batch_mean));
+  EXPECT_TRUE(std::isnan(e.bn_mean_drift));
+  EXPECT_LT(rel(e.bn_running_mean, rm_eval.mean().item<double>()), 1e-6);
+  EXPECT_LT(rel(e.bn_running_var, rv_eval.mean().item<double>()), 1e-6);
 }
 
 // NaN injected at layer k is reported at layer k: the first in forward order.
