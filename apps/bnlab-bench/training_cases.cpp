@@ -100,18 +100,20 @@ Comparison recorder_overhead(const BenchConfig& config) {
   return c;
 }
 
-Comparison python_step(const BenchConfig& config) {
+// bnlab-train's MLP step (its default model, or with --fuse-batch-norm) against eager PyTorch's.
+Comparison python_step(const BenchConfig& config, bool fused) {
   // bnlab-train's default model and data sizes (see `bnlab-train --help`).
   const int64_t depth = 6, width = 128, features = 32, classes = 10, batch = 128, examples = 8192;
   const double lr = 0.05, momentum = 0.9;
   torch::manual_seed(0);
   auto x = torch::randn({examples, features});
   auto y = torch::randint(0, classes, {examples});
-  TrainLoop ours(models::make_mlp(models::MlpOptions(features, classes).depth(depth).width(width)),
-                                    x, y, batch, lr, momentum);
-  ours.record_into(config.work_dir + "/python_step");
+  TrainLoop ours(
+      models::make_mlp(models::MlpOptions(features, classes).depth(depth).width(width).fuse_batch_norm(fused)), x, y,
+      batch, lr, momentum);
+  ours.record_into(config.work_dir + (fused ? "/python_step_fused" : "/python_step"));
   Comparison c;
-  c.name = "bnlab-train MLP step vs eager PyTorch";
+  c.name = fused ? "bnlab-train --fuse-batch-norm MLP step vs eager PyTorch" : "bnlab-train MLP step vs eager PyTorch";
   try {
     std::vector<std::string> argv = {config.python,        config.python_script,      "--depth",
                                      std::to_string(depth), "--width",                  std::to_string(width),
@@ -139,7 +141,8 @@ Comparison python_step(const BenchConfig& config) {
     c.error = e.what();
   }
   ours.recorder->close();
-  c.ours = "C++ step with the recorder (bnlab modules, CSV + JSONL + TensorBoard)";
+  c.ours = fused ? "C++ step with the recorder (BatchNormAct blocks, CSV + JSONL + TensorBoard)"
+                 : "C++ step with the recorder (bnlab modules, CSV + JSONL + TensorBoard)";
   c.theirs = "the same model in eager PyTorch (Python), no recording";
   c.goal = 0.5;
   return c;
@@ -149,7 +152,8 @@ Comparison python_step(const BenchConfig& config) {
 
 std::vector<Case> training_cases(const BenchConfig& config) {
   return {{"Recorder/makemore_mlp", [=] { return recorder_overhead(config); }},
-          {"TrainStep/cpp_vs_python", [=] { return python_step(config); }}};
+          {"TrainStep/cpp_vs_python", [=] { return python_step(config, false); }},
+          {"TrainStep/cpp_fused_vs_python", [=] { return python_step(config, true); }}};
 }
 
 }  // namespace bnlab::bench

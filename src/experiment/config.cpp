@@ -120,6 +120,8 @@ void validate(const RunConfig& c) {
   check_positive(c.width, "width");
   check_one_of(c.activation, nn::activation_names(), "activation");
   check_one_of(c.batch_norm, {"none", "before", "after"}, "batch_norm");
+  check(!c.fuse_batch_norm || c.batch_norm == "before",
+        "fuse_batch_norm: expected batch_norm before (the activation), got " + c.batch_norm);
   check_one_of(c.init, {"default", "kaiming", "naive", "gain"}, "init");
   check_positive(c.gain, "gain");
   check_positive(c.alpha, "alpha");

@@ -184,6 +184,11 @@ RunSummary run_training(const RunConfig& config, const std::string& name) {
   // first, so a rank that cannot fails before any work.
   distributed::ProcessGroupPtr group;
   if (const auto launch = distributed::LaunchEnvironment::from_environment(); launch && launch->world_size > 1) {
+    if (config.fuse_batch_norm) {
+      throw ConfigError(
+          "fuse_batch_norm: a data-parallel run synchronizes BatchNorm across ranks, which the fused BatchNormAct "
+          "does not; run without --fuse-batch-norm");
+    }
     distributed::GlooOptions gloo;
     gloo.timeout = std::chrono::milliseconds(static_cast<int64_t>(config.dist_timeout * 1000.0));
     group = distributed::init_gloo_process_group(*launch, gloo);
@@ -204,6 +209,7 @@ RunSummary run_training(const RunConfig& config, const std::string& name) {
                                                             .approximate(config.approximate)
                                                             .pieces(config.pieces))
                                     .batch_norm(models::batch_norm_placement_from_string(config.batch_norm))
+                                    .fuse_batch_norm(config.fuse_batch_norm)
                                     .init(models::init_scheme_from_string(config.init))
                                     .gain(config.gain)
                                     .vocab_size(dataset.vocab_size)

@@ -1,6 +1,7 @@
 #include "bnlab/models/mlp.h"
 
 #include "bnlab/nn/modules/batch_norm.h"
+#include "bnlab/nn/modules/batch_norm_act.h"
 
 #include <torch/torch.h>
 
@@ -57,6 +58,9 @@ torch::nn::Sequential make_mlp(const MlpOptions& o) {
               o.in_features(), ", out_features=", o.out_features(), ", width=", o.width(), ", depth=", o.depth());
   TORCH_CHECK(o.vocab_size() >= 0 && (o.vocab_size() == 0 || o.embedding_dim() > 0),
               "bnlab::models::make_mlp: expected embedding_dim > 0 with a vocabulary, got ", o.embedding_dim());
+  TORCH_CHECK(!o.fuse_batch_norm() || o.batch_norm() == BatchNormPlacement::kBefore,
+              "bnlab::models::make_mlp: fuse_batch_norm expects BatchNorm before the activation, got batch_norm=",
+              to_string(o.batch_norm()));
   const bool maxout = o.activation() == "maxout";
   const int64_t pieces = maxout ? o.activation_options().pieces() : 1;
   const double gain = o.init() == InitScheme::kCustomGain ? o.gain()
@@ -83,8 +87,13 @@ torch::nn::Sequential make_mlp(const MlpOptions& o) {
     }
     if (o.init() != InitScheme::kDefault && linear->bias.defined()) linear->bias.zero_();
     net->push_back(linear);
-    if (o.batch_norm() == BatchNormPlacement::kBefore) net->push_back(nn::BatchNorm1d(linear_out));
-    net->push_back(nn::make_activation(o.activation(), o.activation_options()));
+    if (bn_follows && o.fuse_batch_norm()) {
+      net->push_back(nn::BatchNormAct(
+          nn::BatchNormActOptions(linear_out).activation(o.activation()).activation_options(o.activation_options())));
+    } else {
+      if (bn_follows) net->push_back(nn::BatchNorm1d(linear_out));
+      net->push_back(nn::make_activation(o.activation(), o.activation_options()));
+    }
     if (o.batch_norm() == BatchNormPlacement::kAfter) net->push_back(nn::BatchNorm1d(o.width()));
     fan_in = o.width();
   }

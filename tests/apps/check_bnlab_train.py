@@ -91,6 +91,7 @@ def case_usage_errors(env):
         (["--depth", "-1"], "depth"),
         (["--batch-size", "0"], "batch_size"),
         (["--batch-norm", "middle"], "middle"),
+        (["--batch-norm", "none", "--fuse-batch-norm"], "fuse_batch_norm"),
         (["--sinks", "csv,xml"], "xml"),
         (["--lr", "-0.1"], "lr"),
         (["--saturation-threshold", "1.5"], "saturation_threshold"),
@@ -158,6 +159,33 @@ def case_config_file(env):
     env.ok("--config", "cfg/config.json", "--out", "cfg2")
     expect((env.work / "cfg" / "metrics.csv").read_bytes() == (env.work / "cfg2" / "metrics.csv").read_bytes(),
            "re-running from the written config.json should give the same metrics")
+
+
+def case_fused(env):
+    """--fuse-batch-norm trains the same network with one BatchNormAct per block:
+    the same losses as the unfused run (to float rounding), and its rows carry
+    both the activation's and the BatchNorm's metrics. Data-parallel runs
+    refuse it (their BatchNorm is synchronized across ranks)."""
+    args = small(steps=60, eval_every=30, histogram_every=30)
+    env.ok(*args, "--out", "plain")
+    env.ok(*args, "--fuse-batch-norm", "--out", "fused")
+    plain, fused = losses(env.work / "plain" / "metrics.jsonl"), losses(env.work / "fused" / "metrics.jsonl")
+    expect(len(plain) == len(fused) == 60, f"60 steps each, got {len(plain)} and {len(fused)}")
+    for step, (a, b) in enumerate(zip(plain, fused)):
+        expect(abs(a - b) <= 1e-3 * max(1.0, abs(a)), f"step {step}: fused loss {b} against {a} unfused")
+    rows = [r for r in csv.DictReader(open(env.work / "fused" / "metrics.csv")) if r["type"] == "BatchNormAct"]
+    expect(len(rows) == 60 * SMALL["depth"], f"one BatchNormAct row per block and step, got {len(rows)}")
+    for r in rows:
+        for column in ["saturation_pct", "input_p50", "bn_batch_var", "bn_mean_drift", "weight_grad_norm"]:
+            expect(r[column] != "", f"{r['layer']} step {r['step']}: empty {column}")
+    expect(not any(r["type"] == "BatchNorm1d" for r in csv.DictReader(open(env.work / "fused" / "metrics.csv"))),
+           "a fused run has no separate BatchNorm1d layers")
+    rank_env = {**os.environ, "RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(free_port())}
+    p = subprocess.run([env.train, *small(steps=5), "--fuse-batch-norm", "--out", "dp"], cwd=env.work, env=rank_env,
+                       capture_output=True, text=True, timeout=60)
+    expect(p.returncode == 2 and "fuse_batch_norm: a data-parallel run synchronizes BatchNorm" in p.stderr,
+           f"a data-parallel rank with --fuse-batch-norm: exit {p.returncode}\n{p.stderr[-1500:]}")
 
 
 def case_reproducible(env):

@@ -49,6 +49,11 @@ TEST(RunConfig, ValidationNamesTheField) {
   EXPECT_THAT(invalid([](auto& c) { c.sinks = {"csv", "parquet"}; }), ::testing::HasSubstr("sinks: expected one of"));
   EXPECT_THAT(invalid([](auto& c) { c.steps = 0; }), ::testing::HasSubstr("steps > 0 or epochs > 0"));
   EXPECT_THAT(invalid([](auto& c) { c.momentum = 1.5; }), ::testing::HasSubstr("momentum: expected a value in [0, 1)"));
+  EXPECT_THAT(invalid([](auto& c) {
+                c.fuse_batch_norm = true;
+                c.batch_norm = "none";
+              }),
+              ::testing::HasSubstr("fuse_batch_norm: expected batch_norm before (the activation), got none"));
   EXPECT_NO_THROW(ex::validate(ex::RunConfig()));
 }
 

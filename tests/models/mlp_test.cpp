@@ -2,7 +2,9 @@
 
 #include "bnlab/nn/modules/activation.h"
 #include "bnlab/nn/modules/batch_norm.h"
+#include "bnlab/nn/modules/batch_norm_act.h"
 
+#include "assert_close.h"
 #include "errors.h"
 
 #include <gtest/gtest.h>
@@ -35,6 +37,52 @@ TEST(Mlp, BatchNormPlacements) {
   auto none = bm::make_mlp(bm::MlpOptions(5, 3).depth(1).width(8).batch_norm(bm::BatchNormPlacement::kNone));
   EXPECT_EQ(layer_types(none), (std::vector<std::string>{"Linear", "Tanh", "Linear"}));
   EXPECT_EQ(none->forward(torch::randn({4, 5})).sizes(), (std::vector<int64_t>{4, 3}));
+}
+
+// The fused MLP is the same function with the same parameters, in the same
+// order: loaded with the unfused one's values, it gives the same outputs,
+// gradients and running statistics.
+TEST(Mlp, FusedBatchNormIsTheSameNetwork) {
+  for (const std::string activation : {"tanh", "relu", "gelu", "maxout"}) {
+    auto options = bm::MlpOptions(5, 3).depth(2).width(8).activation(activation);
+    torch::manual_seed(6);
+    auto plain = bm::make_mlp(options);
+    auto fused = bm::make_mlp(options.fuse_batch_norm(true));
+    const std::vector<std::string> expected{"Linear", "BatchNormAct", "Linear", "BatchNormAct", "Linear"};
+    EXPECT_EQ(layer_types(fused), expected) << activation;
+    auto from = plain->parameters();
+    auto to = fused->parameters();
+    ASSERT_EQ(from.size(), to.size()) << activation;
+    {
+      torch::NoGradGuard no_grad;
+      for (size_t i = 0; i < from.size(); ++i) {
+        ASSERT_EQ(from[i].sizes(), to[i].sizes()) << activation << " parameter " << i;
+        from[i].normal_();
+        to[i].copy_(from[i]);
+      }
+    }
+    auto x = torch::randn({16, 5}) * 2;
+    auto y_plain = plain->forward(x);
+    auto y_fused = fused->forward(x);
+    EXPECT_TRUE(bnlab_test::assert_close(y_fused, y_plain)) << activation;
+    (y_plain * torch::arange(3)).sum().backward();
+    (y_fused * torch::arange(3)).sum().backward();
+    for (size_t i = 0; i < from.size(); ++i) {
+      EXPECT_TRUE(bnlab_test::assert_close(to[i].grad(), from[i].grad())) << activation << " gradient " << i;
+    }
+    auto plain_buffers = plain->buffers();
+    auto fused_buffers = fused->buffers();
+    ASSERT_EQ(plain_buffers.size(), fused_buffers.size()) << activation;
+    for (size_t i = 0; i < plain_buffers.size(); ++i) {
+      EXPECT_TRUE(torch::allclose(fused_buffers[i].to(torch::kDouble), plain_buffers[i].to(torch::kDouble), 1e-5,
+                                  1e-6))
+          << activation << " buffer " << i;
+    }
+  }
+  EXPECT_THAT(bnlab_test::error_of([] {
+                bm::make_mlp(bm::MlpOptions(5, 3).batch_norm(bm::BatchNormPlacement::kAfter).fuse_batch_norm(true));
+              }),
+              ::testing::HasSubstr("fuse_batch_norm expects BatchNorm before the activation, got batch_norm=after"));
 }
 
 TEST(Mlp, MaxoutWidensItsLinearAndTokensGetAnEmbedding) {

@@ -36,6 +36,7 @@ struct RunConfig {
   int64_t width = 128;
   std::string activation = "tanh";
   std::string batch_norm = "before";  ///< none | before | after
+  bool fuse_batch_norm = false;       ///< before: one BatchNormAct per block
   std::string init = "default";       ///< default | kaiming | naive | gain
   double gain = 1.0;                  ///< for init "gain"
   double negative_slope = 0.01;
@@ -106,6 +107,9 @@ void visit_fields(Config& c, F&& f) {
   f("width", c.width, "width of each hidden block");
   f("activation", c.activation, "tanh, sigmoid, softsign, hardtanh, relu, leaky_relu, elu, gelu, silu or maxout");
   f("batch_norm", c.batch_norm, "BatchNorm in each block: none, before (the activation) or after");
+  f("fuse_batch_norm", c.fuse_batch_norm,
+    "with batch_norm before: fuse BatchNorm and the activation into one bnlab::nn::BatchNormAct per block (the same "
+    "network, one pass over the data each way; not data-parallel)");
   f("init", c.init, "hidden weights: default (PyTorch's), kaiming (gain from the activation, 5/3 for tanh), "
                     "naive (N(0,1): the bad scale) or gain (see --gain)");
   f("gain", c.gain, "with --init gain: weights ~ N(0, gain^2/fan_in)");

@@ -56,6 +56,11 @@ struct MlpOptions {
   /// Token inputs: vocabulary size (> 0 adds Embedding(vocab, embedding_dim) → Flatten first).
   TORCH_ARG(int64_t, vocab_size) = 0;
   TORCH_ARG(int64_t, embedding_dim) = 10;
+  /// With BatchNorm before the activation: one fused nn::BatchNormAct per
+  /// block in place of BatchNorm1d → activation. The same function and
+  /// parameters (in the same order), one pass over the data each way instead of
+  /// two; its recorder row carries both the activation's and BatchNorm's metrics.
+  TORCH_ARG(bool, fuse_batch_norm) = false;
 };
 
 /// [Linear → (BatchNorm1d) → activation] × depth → Linear, as a
@@ -63,7 +68,7 @@ struct MlpOptions {
 /// Embedding → Flatten. Maxout blocks widen their Linear to width·pieces. A
 /// hidden Linear directly followed by BatchNorm has no bias (β replaces it).
 /// The init scheme applies to the hidden Linears; the output Linear keeps
-/// PyTorch's default.
+/// PyTorch's default. With fuse_batch_norm, a block is Linear → BatchNormAct.
 torch::nn::Sequential make_mlp(const MlpOptions& options);
 
 }  // namespace bnlab::models
