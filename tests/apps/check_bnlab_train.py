@@ -180,10 +180,8 @@ def case_fused(env):
             expect(r[column] != "", f"{r['layer']} step {r['step']}: empty {column}")
     expect(not any(r["type"] == "BatchNorm1d" for r in csv.DictReader(open(env.work / "fused" / "metrics.csv"))),
            "a fused run has no separate BatchNorm1d layers")
-    rank_env = {**os.environ, "RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(free_port())}
-    p = subprocess.run([env.train, *small(steps=5), "--fuse-batch-norm", "--out", "dp"], cwd=env.work, env=rank_env,
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run([env.train, *small(steps=5), "--fuse-batch-norm", "--out", "dp"], cwd=env.work,
+                       env=first_of_two_ranks_env(), capture_output=True, text=True, timeout=60)
     expect(p.returncode == 2 and "fuse_batch_norm: a data-parallel run synchronizes BatchNorm" in p.stderr,
            f"a data-parallel rank with --fuse-batch-norm: exit {p.returncode}\n{p.stderr[-1500:]}")
 
@@ -498,6 +496,11 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def first_of_two_ranks_env():
+    """The environment of rank 0 of a 2-rank launch whose other rank never starts."""
+    return {**os.environ, "RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+
+
 def losses(path):
     return [row["loss"] for row in read_jsonl(path)]
 
@@ -574,10 +577,8 @@ def case_distributed_faults(env):
     expect((env.work / "stopped" / "checkpoint.pt").exists(), "Ctrl-C should leave rank 0's checkpoint")
 
     start = time.time()
-    lonely_env = {**os.environ, "RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-                  "MASTER_PORT": str(free_port())}
     p = subprocess.run([env.train, *small(steps=10, dist_timeout=3), "--out", "lonely"], cwd=env.work,
-                       env=lonely_env, capture_output=True, text=True, timeout=120)
+                       env=first_of_two_ranks_env(), capture_output=True, text=True, timeout=120)
     elapsed = time.time() - start
     expect(p.returncode == 1, f"a rank whose peers never join should exit 1, got {p.returncode}\n{p.stderr[-1500:]}")
     expect("rank 0 of 2 could not connect to the other ranks within 3 s" in p.stderr,
