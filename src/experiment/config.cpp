@@ -148,6 +148,7 @@ void validate(const RunConfig& c) {
   check(!c.out.empty(), "out: expected an output folder, got an empty path");
   for (const auto& s : c.sinks) check_one_of(s, {"csv", "jsonl", "tensorboard"}, "sinks");
   check_non_negative(c.histogram_every, "histogram_every");
+  check_non_negative(c.percentile_sample, "percentile_sample");
   check_non_negative(c.log_every, "log_every");
   check_non_negative(c.checkpoint_every, "checkpoint_every");
   check_positive(c.target_loss, "target_loss");

@@ -282,7 +282,9 @@ RunSummary run_training(const RunConfig& config, const std::string& name) {
     summary.interrupted = result.interrupted;
     return summary;
   }
-  auto recorder = std::make_shared<train::Recorder>(model, train::RecorderOptions().histogram_every(config.histogram_every));
+  auto recorder = std::make_shared<train::Recorder>(
+      model,
+      train::RecorderOptions().histogram_every(config.histogram_every).percentile_sample(config.percentile_sample));
   train::FileSinkOptions sink_options;
   sink_options.resume_after_step = resumed_at;
   sink_options.include_timing = false;

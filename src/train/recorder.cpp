@@ -239,8 +239,10 @@ void Recorder::Impl::allocate() {
     if (l.info.kind == LayerKind::kActivation) {
       l.stats_offset = offset;
       offset += act::kCount;
-      l.sample_offset = sample_offset;
-      sample_offset += nn::kProbeSampleSize;
+      if (options.percentile_sample() > 0) {
+        l.sample_offset = sample_offset;
+        sample_offset += options.percentile_sample();
+      }
       if (l.channels > 0) {
         l.channel_offset = offset;
         offset += 4 * l.channels;
@@ -278,8 +280,9 @@ std::unique_ptr<StatsBuffer> Recorder::Impl::new_buffer() const {
   for (const auto& l : layers) {
     const int64_t count = l.info.kind == LayerKind::kActivation ? int64_t{act::kCount} : int64_t{bns::kCount};
     b->stats_views.push_back(l.stats_offset >= 0 ? b->buffer.narrow(0, l.stats_offset, count) : torch::Tensor());
-    b->sample_views.push_back(l.sample_offset >= 0 ? b->samples.narrow(0, l.sample_offset, nn::kProbeSampleSize)
-                                                   : torch::Tensor());
+    b->sample_views.push_back(l.sample_offset >= 0
+                                  ? b->samples.narrow(0, l.sample_offset, options.percentile_sample())
+                                  : torch::Tensor());
     b->channel_views.push_back(l.channel_offset >= 0 ? b->buffer.narrow(0, l.channel_offset, 4 * l.channels)
                                                      : torch::Tensor());
     for (const auto& p : l.params) {
@@ -448,11 +451,13 @@ StepMetrics Recorder::Impl::derive(const RawStep& raw) const {
         out.output_mean = s[act::kOutputSum] / n_out;
         out.output_std = std_from_sums(n_out, s[act::kOutputSum], s[act::kOutputSumSq]);
         out.grad_pass_through = s[act::kDerivativeSum] / (n_out * l.max_local_derivative);
-        const auto count = static_cast<int64_t>(zero_if_nan(s[act::kSampleCount]));
-        const auto q = nn::sample_quantiles(samples + l.sample_offset, count, {0.15, 0.50, 0.85});
-        out.input_p15 = q[0];
-        out.input_p50 = q[1];
-        out.input_p85 = q[2];
+        if (l.sample_offset >= 0) {
+          const auto count = static_cast<int64_t>(zero_if_nan(s[act::kSampleCount]));
+          const auto q = nn::sample_quantiles(samples + l.sample_offset, count, {0.15, 0.50, 0.85});
+          out.input_p15 = q[0];
+          out.input_p50 = q[1];
+          out.input_p85 = q[2];
+        }
       }
       out.grad_output_norm = std::sqrt(s[act::kGradOutputSumSq]);
       out.grad_input_norm = std::sqrt(s[act::kGradInputSumSq]);
@@ -601,6 +606,9 @@ void Recorder::Impl::rethrow_error() {
 Recorder::Recorder(std::shared_ptr<torch::nn::Module> model, RecorderOptions options)
     : impl_(std::make_unique<Impl>(std::move(options))) {
   TORCH_CHECK(model != nullptr, "bnlab::train::Recorder: expected a model, got nullptr");
+  TORCH_CHECK(impl_->options.percentile_sample() >= 0,
+              "bnlab::train::Recorder: expected percentile_sample >= 0 (0: no percentiles), got ",
+              impl_->options.percentile_sample());
   impl_->model = std::move(model);
   impl_->discover();
   impl_->allocate();

@@ -49,6 +49,8 @@ TEST(RunConfig, ValidationNamesTheField) {
   EXPECT_THAT(invalid([](auto& c) { c.sinks = {"csv", "parquet"}; }), ::testing::HasSubstr("sinks: expected one of"));
   EXPECT_THAT(invalid([](auto& c) { c.steps = 0; }), ::testing::HasSubstr("steps > 0 or epochs > 0"));
   EXPECT_THAT(invalid([](auto& c) { c.momentum = 1.5; }), ::testing::HasSubstr("momentum: expected a value in [0, 1)"));
+  EXPECT_THAT(invalid([](auto& c) { c.percentile_sample = -5; }),
+              ::testing::HasSubstr("percentile_sample: expected a value >= 0, got -5"));
   EXPECT_THAT(invalid([](auto& c) {
                 c.fuse_batch_norm = true;
                 c.batch_norm = "none";

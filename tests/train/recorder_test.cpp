@@ -7,6 +7,7 @@
 #include "bnlab/optim/sgd.h"
 
 #include "assert_close.h"
+#include "errors.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -135,6 +136,68 @@ TEST(Recorder, MetricsEqualIndependentComputation) {
   EXPECT_EQ(layer(m, "net.0").forward_order, 0);
   EXPECT_EQ(layer(m, "net.1").forward_order, 1);
   EXPECT_EQ(layer(m, "net.2").forward_order, 2);
+}
+
+// The input percentiles at three sample sizes, against torch::quantile of the
+// values the documented rule keeps: all of them when they fit, else every s-th
+// value in memory order, s the smallest stride >= ceil(n / capacity) that
+// shares no factor with the values per example (so every unit is reached).
+TEST(Recorder, InputPercentilesOverTheConfiguredSample) {
+  torch::manual_seed(5);
+  const int64_t batch = 64, units = 50;  // n = 3200 values per step
+  auto x = torch::randn({batch, 8});
+  auto percentiles_with = [&](int64_t sample) {
+    torch::manual_seed(6);
+    torch::nn::Sequential net(torch::nn::Linear(8, units), bn::Tanh());
+    auto sink = std::make_shared<bt::MemorySink>();
+    bt::Recorder recorder(net, bt::RecorderOptions().percentile_sample(sample).background_writer(false));
+    recorder.add_sink(sink);
+    torch::optim::SGD optimizer(net->parameters(), 0.0);
+    recorded_step(recorder, net, optimizer, 0, x, 0.0);
+    recorder.close();
+    const auto& act = layer(sink->steps().at(0), "net.1");
+    EXPECT_GT(act.saturation_pct + act.input_std, 0.0) << "the other metrics are recorded at any sample size";
+    torch::NoGradGuard no_grad;
+    const auto z = net->ptr(0)->as<torch::nn::Linear>()->forward(x).reshape(-1).to(torch::kDouble);
+    return std::make_pair(act, z);
+  };
+  auto expect_quantiles_of = [](const bt::LayerMetrics& act, const torch::Tensor& values) {
+    const auto q = torch::quantile(values, torch::tensor({0.15, 0.5, 0.85}, torch::kDouble));
+    EXPECT_NEAR(act.input_p15, q[0].item<double>(), 1e-5);
+    EXPECT_NEAR(act.input_p50, q[1].item<double>(), 1e-5);
+    EXPECT_NEAR(act.input_p85, q[2].item<double>(), 1e-5);
+  };
+  {
+    const auto [act, z] = percentiles_with(4096);  // the whole input fits: exact
+    expect_quantiles_of(act, z);
+  }
+  {
+    // 1000 places for 3200 values: ceil = 4, but 4, 5 and 6 share a factor
+    // with the 50 values per example, so the stride is 7 (458 values).
+    const auto [act, z] = percentiles_with(1000);
+    std::vector<int64_t> kept;
+    for (int64_t i = 0; i < z.numel(); i += 7) kept.push_back(i);
+    ASSERT_EQ(kept.size(), 458U);
+    const auto sampled = z.index_select(0, torch::tensor(kept));
+    expect_quantiles_of(act, sampled);
+    // Every unit (column) appears in the sample.
+    EXPECT_EQ(std::get<0>(at::_unique(torch::tensor(kept).remainder(units))).numel(), units);
+    // And the sample is not the whole input: its median differs from the input's.
+    EXPECT_NE(act.input_p50, torch::quantile(z, 0.5).item<double>());
+  }
+  {
+    const auto [act, z] = percentiles_with(0);  // no percentiles
+    EXPECT_TRUE(std::isnan(act.input_p15));
+    EXPECT_TRUE(std::isnan(act.input_p50));
+    EXPECT_TRUE(std::isnan(act.input_p85));
+    EXPECT_LT(rel(act.input_mean, z.mean().item<double>()), 1e-5);
+  }
+}
+
+TEST(Recorder, NegativePercentileSampleIsAnError) {
+  torch::nn::Sequential net(torch::nn::Linear(2, 2), bn::Tanh());
+  EXPECT_THAT(bnlab_test::error_of([&] { bt::Recorder(net, bt::RecorderOptions().percentile_sample(-1)); }),
+              ::testing::HasSubstr("expected percentile_sample >= 0 (0: no percentiles), got -1"));
 }
 
 TEST(Recorder, BatchNormDriftEqualsIndependentComputation) {

@@ -65,6 +65,7 @@ struct RunConfig {
   std::string out = "runs/train";
   std::vector<std::string> sinks{"csv", "jsonl", "tensorboard"};
   int64_t histogram_every = 100;
+  int64_t percentile_sample = 1024;   ///< see train::RecorderOptions::percentile_sample
   int64_t log_every = 100;
   int64_t checkpoint_every = 0;       ///< 0: only when stopped
   bool resume = false;                ///< continue from <out>/checkpoint.pt
@@ -137,6 +138,9 @@ void visit_fields(Config& c, F&& f) {
   f("out", c.out, "output folder");
   f("sinks", c.sinks, "metrics files, comma separated: csv, jsonl, tensorboard");
   f("histogram_every", c.histogram_every, "histograms of every layer every N steps (0: never)");
+  f("percentile_sample", c.percentile_sample,
+    "values of each activation's input kept per step for its 15/50/85th percentiles: exact up to this many, "
+    "else over a strided sample of this many (0: no percentiles)");
   f("log_every", c.log_every, "progress every N steps (0: quiet)");
   f("checkpoint_every", c.checkpoint_every, "checkpoint every N steps (always on Ctrl-C; 0: only then)");
   f("resume", c.resume, "continue from <out>/checkpoint.pt");

@@ -82,10 +82,11 @@ struct LayerProbe {
   torch::Tensor grad_input;   ///< ∂L/∂x of the last backward (when capturing)
 };
 
-/// Capacity of an activation probe's sample: inputs up to this size are copied
-/// whole (exact percentiles), larger ones as a strided subset whose stride
-/// shares no factor with the values per example, so that it reaches every unit
-/// and position.
+/// A capacity for an activation probe's sample, for code that attaches probes
+/// itself: inputs up to the sample's size are copied whole (exact
+/// percentiles), larger ones as a strided subset whose stride shares no factor
+/// with the values per example, so that it reaches every unit and position.
+/// The Recorder sizes its samples by RecorderOptions::percentile_sample.
 constexpr int64_t kProbeSampleSize = 4096;
 
 /// The q-quantiles (torch.quantile's linear interpolation) of the first
