@@ -95,6 +95,7 @@ def case_usage_errors(env):
         (["--sinks", "csv,xml"], "xml"),
         (["--lr", "-0.1"], "lr"),
         (["--saturation-threshold", "1.5"], "saturation_threshold"),
+        (["--percentile-sample", "-1"], "percentile_sample"),
         (["--optimizer", "rmsprop"], "rmsprop"),
         (["--schedule", "linear"], "linear"),
         (["--steps", "0", "--epochs", "0"], "steps"),
@@ -159,6 +160,20 @@ def case_config_file(env):
     env.ok("--config", "cfg/config.json", "--out", "cfg2")
     expect((env.work / "cfg" / "metrics.csv").read_bytes() == (env.work / "cfg2" / "metrics.csv").read_bytes(),
            "re-running from the written config.json should give the same metrics")
+    # --percentile-sample reaches the recorder: 0 leaves the percentile columns
+    # empty and keeps the activation's other metrics.
+    activations = [r for r in rows if r["kind"] == "activation"]
+    expect(activations and all(r["input_p50"] != "" for r in activations),
+           "the default run should record the input percentiles of every activation row")
+    env.ok("--config", "c.json", "--steps", "5", "--percentile-sample", "0", "--out", "nop", "--threads", "1")
+    expect(json.loads((env.work / "nop" / "config.json").read_text())["percentile_sample"] == 0,
+           "config.json should record --percentile-sample")
+    nop = [r for r in csv.DictReader(open(env.work / "nop" / "metrics.csv")) if r["kind"] == "activation"]
+    expect(len(nop) == 5 * 2, f"one ELU row per block and step, got {len(nop)}")
+    for r in nop:
+        expect(r["input_p15"] == r["input_p50"] == r["input_p85"] == "",
+               f"{r['layer']} step {r['step']}: --percentile-sample 0 should leave the percentiles empty: {r}")
+        expect(r["saturation_pct"] != "" and r["input_std"] != "", f"{r['layer']}: other metrics missing")
 
 
 def case_fused(env):
