@@ -20,7 +20,8 @@ namespace {
 namespace bn = bnlab::nn;
 namespace bt = bnlab::train;
 
-const bt::LayerMetrics& layer(const bt::StepMetrics& m, const std::string& name) {
+// A copy, so that a call on a temporary step (sink->steps().at(0)) is safe.
+bt::LayerMetrics layer(const bt::StepMetrics& m, const std::string& name) {
   for (const auto& l : m.layers) {
     if (l.name == name) return l;
   }
@@ -155,7 +156,7 @@ TEST(Recorder, InputPercentilesOverTheConfiguredSample) {
     torch::optim::SGD optimizer(net->parameters(), 0.0);
     recorded_step(recorder, net, optimizer, 0, x, 0.0);
     recorder.close();
-    const auto act = layer(sink->steps().at(0), "net.1");  // a copy: steps() returns a temporary
+    const auto act = layer(sink->steps().at(0), "net.1");
     EXPECT_GT(act.saturation_pct + act.input_std, 0.0) << "the other metrics are recorded at any sample size";
     torch::NoGradGuard no_grad;
     const auto z = net->ptr(0)->as<torch::nn::Linear>()->forward(x).reshape(-1).to(torch::kDouble);
@@ -222,7 +223,7 @@ TEST(Recorder, BatchNormDriftEqualsIndependentComputation) {
   loss.backward();
   recorder.end_step(loss, 0.1, 32);
   recorder.flush();
-  const auto l = layer(sink->steps().at(0), "net.1");  // a copy: steps() returns a temporary
+  const auto l = layer(sink->steps().at(0), "net.1");
   auto mean = h.mean(0);
   auto var = h.var(0, /*unbiased=*/false);
   EXPECT_LT(rel(l.bn_batch_mean, mean.mean().item<double>()), 1e-5);
@@ -270,7 +271,7 @@ TEST(Recorder, BatchNormActDriftEqualsIndependentComputation) {
   recorder.end_step(eval_loss, 0.1, 32);
   recorder.flush();
 
-  const auto l = layer(sink->steps().at(0), "net.1");  // a copy: steps() returns a temporary
+  const auto l = layer(sink->steps().at(0), "net.1");
   EXPECT_EQ(l.kind, bt::LayerKind::kActivation);
   auto mean = h.mean(0);
   auto var = h.var(0, /*unbiased=*/false);
@@ -285,7 +286,7 @@ TEST(Recorder, BatchNormActDriftEqualsIndependentComputation) {
   EXPECT_LT(rel(l.input_std, z.flatten().std().item<double>()), 1e-5);
   EXPECT_LT(rel(l.output_mean, z.tanh().mean().item<double>()), 1e-5);
 
-  const auto e = layer(sink->steps().at(1), "net.1");  // a copy: steps() returns a temporary
+  const auto e = layer(sink->steps().at(1), "net.1");
   EXPECT_TRUE(std::isnan(e.bn_batch_mean));
   EXPECT_TRUE(std::isnan(e.bn_mean_drift));
   EXPECT_LT(rel(e.bn_running_mean, rm_eval.mean().item<double>()), 1e-6);
