@@ -23,6 +23,7 @@
 #include <limits>
 #include <mutex>
 #include <thread>
+#include <pthread.h>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -558,6 +559,7 @@ RawStep Recorder::Impl::take_raw() {
 }
 
 void Recorder::Impl::writer_loop() {
+  pthread_setname_np(pthread_self(), "bnlab-writer");
   for (;;) {
     RawStep raw;
     {

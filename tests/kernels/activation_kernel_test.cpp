@@ -365,6 +365,31 @@ TEST(ActivationSample, ManyQuantilesAtOnceMatchTorch) {
   EXPECT_TRUE(assert_close(torch::tensor(ours, torch::kDouble), theirs, {1e-12, 0.0}));
 }
 
+TEST(ActivationSample, QuantilesMatchTorchAcrossSizesAndSpreads) {
+  // The selection sizes its buckets by the input's length and key range:
+  // lengths around its switch to direct selection (48) and powers of two,
+  // values spread over many octaves, crowded into a sliver of one, or tied,
+  // reach each of its bucket widths and levels.
+  torch::manual_seed(28);
+  const std::vector<double> qs{0.0, 0.01, 0.15, 0.5, 0.85, 0.99, 1.0};
+  for (const int64_t n : {1, 2, 3, 47, 48, 49, 64, 65, 127, 458, 1023, 1024, 1025, 3200, 4097, 20000}) {
+    const std::vector<std::pair<std::string, torch::Tensor>> cases = {
+        {"normal", torch::randn({n})},
+        {"over 60 octaves", torch::exp(20.0 * torch::randn({n})) * torch::sign(torch::randn({n}))},
+        {"crowded in [7, 7 + 1e-4)", 7.0 + 1e-4 * torch::rand({n})},
+        {"three tied values", torch::randint(-1, 2, {n}).to(torch::kFloat)},
+        {"cauchy", torch::randn({n}) / torch::randn({n})},
+    };
+    for (const auto& [name, values] : cases) {
+      SCOPED_TRACE(name + ", n = " + std::to_string(n));
+      auto x = values.to(torch::kFloat).contiguous();
+      auto ours = bnlab::nn::sample_quantiles(x.data_ptr<float>(), n, qs);
+      auto theirs = torch::quantile(x.to(torch::kDouble), torch::tensor(qs, torch::kDouble));
+      EXPECT_TRUE(assert_close(torch::tensor(ours, torch::kDouble), theirs, {1e-12, 0.0}));
+    }
+  }
+}
+
 TEST(ActivationSample, NaNGivesNaNQuantiles) {
   std::vector<float> v{1.0f, std::nanf(""), 3.0f};
   auto q = bnlab::nn::sample_quantiles(v.data(), 3, {0.5});
