@@ -12,6 +12,7 @@ UpdateStatistics::UpdateStatistics(const std::vector<torch::Tensor>& params)
     TORCH_CHECK(params[i].defined(), "bnlab::optim::UpdateStatistics: expected defined parameters, got an undefined one at ",
                 i);
     slots_.emplace(params[i].unsafeGetTensorImpl(), i);
+    impls_.push_back(params[i].unsafeGetTensorImpl());
   }
 }
 
@@ -25,10 +26,17 @@ void UpdateStatistics::set_rows(const std::vector<double*>& rows) {
 void UpdateStatistics::clear_rows() { std::fill(rows_.begin(), rows_.end(), nullptr); }
 
 double* UpdateStatistics::claim(const torch::Tensor& param) {
-  const auto found = slots_.find(param.unsafeGetTensorImpl());
-  if (found == slots_.end() || rows_[found->second] == nullptr) return nullptr;
-  written_[found->second] = 1;
-  return rows_[found->second];
+  const c10::TensorImpl* impl = param.unsafeGetTensorImpl();
+  size_t slot = next_slot_;
+  if (slot >= impls_.size() || impls_[slot] != impl) {
+    const auto found = slots_.find(impl);
+    if (found == slots_.end()) return nullptr;
+    slot = found->second;
+  }
+  next_slot_ = slot + 1;
+  if (rows_[slot] == nullptr) return nullptr;
+  written_[slot] = 1;
+  return rows_[slot];
 }
 
 }  // namespace bnlab::optim

@@ -149,6 +149,26 @@ TEST(UpdateStatistics, ParametersItDoesNotWatchAreNotReported) {
   EXPECT_EQ(statistics->size(), 1u);
 }
 
+TEST(UpdateStatistics, ClaimsInAnyOrderReachTheirOwnRows) {
+  // claim() guesses the slot after the last one claimed; an optimizer that
+  // holds the parameters in another order must still get each one's own row.
+  std::vector<torch::Tensor> params;
+  for (int i = 0; i < 4; ++i) params.push_back(torch::full({3}, static_cast<float>(i)));
+  bo::UpdateStatistics statistics(params);
+  double rows[4][us::kCount] = {};
+  statistics.set_rows({rows[0], rows[1], rows[2], rows[3]});
+  for (const int i : {2, 3, 0, 1, 1}) EXPECT_EQ(statistics.claim(params[static_cast<size_t>(i)]), rows[i]) << i;
+  EXPECT_EQ(statistics.claim(torch::zeros({3})), nullptr) << "an unwatched parameter";
+  EXPECT_EQ(statistics.claim(params[2]), rows[2]) << "after a miss";
+  for (size_t i = 0; i < 4; ++i) EXPECT_TRUE(statistics.written(i)) << i;
+  // A slot without a row this step is not claimed, and the next guess still works.
+  statistics.set_rows({rows[0], nullptr, rows[2], rows[3]});
+  EXPECT_EQ(statistics.claim(params[0]), rows[0]);
+  EXPECT_EQ(statistics.claim(params[1]), nullptr);
+  EXPECT_EQ(statistics.claim(params[2]), rows[2]);
+  EXPECT_FALSE(statistics.written(1));
+}
+
 TEST(UpdateStatistics, RowsOfAnotherCountAreAnError) {
   bo::UpdateStatistics statistics({torch::zeros({3}), torch::zeros({4})});
   double row[us::kCount];

@@ -54,6 +54,12 @@ class UpdateStatistics {
 
  private:
   std::unordered_map<const c10::TensorImpl*, size_t> slots_;
+  // The watched parameters in slot order, and the slot after the last one
+  // claimed: optimizers claim in the order they were given the parameters,
+  // which is usually the slot order, so claim() first checks that slot and
+  // looks up the map only when the guess is wrong.
+  std::vector<const c10::TensorImpl*> impls_;
+  size_t next_slot_ = 0;
   std::vector<double*> rows_;
   std::vector<uint8_t> written_;
 };
