@@ -6,6 +6,7 @@
 #include <bnlab/models/mlp.h>
 #include <bnlab/nn/modules/activation.h>
 #include <bnlab/nn/modules/batch_norm.h>
+#include <bnlab/nn/probe.h>
 #include <bnlab/optim/sgd.h>
 #include <bnlab/train/recorder.h>
 #include <bnlab/train/sink.h>
@@ -182,10 +183,36 @@ Comparison python_step(const BenchConfig& config, bool fused) {
   return c;
 }
 
+// The 15/50/85th percentiles of an activation's sample of `n` values, as the
+// recorder's writer computes them for every activation layer on every step,
+// against torch::quantile. Each call gets another of 64 inputs: on one input
+// repeated, the branch predictor learns the selection's branches, which made
+// an earlier nth_element version look 6x faster than it was.
+Comparison percentiles(int64_t n, const BenchConfig& config) {
+  torch::manual_seed(0);
+  const int64_t inputs = 64;
+  auto values = torch::randn({inputs, n});
+  const std::vector<double> qs{0.15, 0.50, 0.85};
+  const auto q = torch::tensor({0.15, 0.50, 0.85}, torch::kFloat);
+  int64_t next_ours = 0, next_theirs = 0;
+  double sink = 0.0;  // keeps the results alive
+  auto ours = timed([&] {
+    const float* row = values.data_ptr<float>() + (next_ours++ % inputs) * n;
+    sink += nn::sample_quantiles(row, n, qs)[1];
+  });
+  auto theirs = timed([&] { sink += torch::quantile(values[next_theirs++ % inputs], q)[1].item<double>(); });
+  auto c = compare(fmt::format("3 percentiles of {} values (recorder's writer)", n),
+                   {"bnlab::nn::sample_quantiles", ours}, {"torch::quantile", theirs}, /*goal=*/0.0, config.interleave);
+  if (!std::isfinite(sink)) c.error = "non-finite percentiles";
+  return c;
+}
+
 }  // namespace
 
 std::vector<Case> training_cases(const BenchConfig& config) {
-  return {{"Recorder/makemore_mlp", [=] { return recorder_overhead(config); }},
+  return {{"Percentiles/458", [=] { return percentiles(458, config); }},
+          {"Percentiles/1024", [=] { return percentiles(1024, config); }},
+          {"Recorder/makemore_mlp", [=] { return recorder_overhead(config); }},
           {"TrainStep/cpp_vs_python", [=] { return python_step(config, false); }},
           {"TrainStep/cpp_fused_vs_python", [=] { return python_step(config, true); }}};
 }
