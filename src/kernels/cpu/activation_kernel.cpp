@@ -62,7 +62,7 @@ void forward_with_stats(const T* x, T* y, const UnitLayout& layout, const Op& op
   constexpr int64_t W = V::size();
   const int64_t units = layout.units;
   const int num_threads = at::get_num_threads();
-  std::vector<ForwardTotals<T>> acc(static_cast<size_t>(num_threads));
+  ForwardSums acc(num_threads);
   // alive[t * units + c] = 1 once thread t saw an unsaturated element of unit c.
   auto& alive = alive_scratch<T>(static_cast<size_t>(num_threads * units));
   const V one(T(1));
@@ -186,13 +186,13 @@ void activation_backward_kernel(const at::Tensor& grad_output, const at::Tensor&
     auto* gx = grad_input.data_ptr<T>();
     const int64_t n = saved.numel();
     const int num_threads = at::get_num_threads();
-    std::vector<std::array<double, 2>> sums(static_cast<size_t>(num_threads), {0.0, 0.0});
+    PerThreadSums<2> sums(num_threads);
     with_op<T>(params, [&](const auto& op) {
       at::parallel_for(0, n, kGrainElements, [&](int64_t begin, int64_t end) {
         const V zero(T(0));
         V gy2(T(0)), gx2(T(0));
         int64_t pending = 0;
-        auto& s = sums[static_cast<size_t>(at::get_thread_num())];
+        auto& s = sums[at::get_thread_num()];
         int64_t i = begin;
         for (; i + W <= end; i += W) {
           const V g = V::loadu(gy + i);
@@ -227,11 +227,7 @@ void activation_backward_kernel(const at::Tensor& grad_output, const at::Tensor&
       });
     });
     if (stats != nullptr) {
-      double totals[2] = {0, 0};
-      for (const auto& s : sums) {
-        totals[0] += s[0];
-        totals[1] += s[1];
-      }
+      const std::array<double, 2> totals = sums.total();
       stats[slot::kGradOutputSumSq] = totals[0];
       stats[slot::kGradInputSumSq] = totals[1];
       // Rare path: count the non-finite gradients only when the sum says there are some.

@@ -11,6 +11,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -236,29 +238,56 @@ struct ForwardTotals {
     saturated = derivative = x_sum = x_sq = y_sum = y_sq = zero;
     pending = 0;
   }
-  // Adds the flushed totals of another accumulator.
-  void add(const ForwardTotals& other) {
-    for (int k = 0; k < kTotals; ++k) totals[k] += other.totals[k];
-  }
 };
+
+/// Per-thread double sums of one parallel pass, `N` per thread, kept inline
+/// for up to 16 threads: the activation kernels run on every recorded step,
+/// and a heap allocation per call was a visible part of a small layer's cost.
+template <int N>
+class PerThreadSums {
+ public:
+  explicit PerThreadSums(int threads) : threads_(std::max(threads, 1)) {
+    if (threads_ > static_cast<int>(small_.size())) large_.resize(static_cast<size_t>(threads_));
+    for (int t = 0; t < threads_; ++t) (*this)[t].fill(0.0);
+  }
+  PerThreadSums(const PerThreadSums&) = delete;
+  PerThreadSums& operator=(const PerThreadSums&) = delete;
+
+  std::array<double, N>& operator[](int t) { return large_.empty() ? small_[t] : large_[static_cast<size_t>(t)]; }
+  const std::array<double, N>& operator[](int t) const {
+    return large_.empty() ? small_[t] : large_[static_cast<size_t>(t)];
+  }
+  /// The sums over all threads.
+  std::array<double, N> total() const {
+    std::array<double, N> out{};
+    for (int t = 0; t < threads_; ++t) {
+      for (int k = 0; k < N; ++k) out[k] += (*this)[t][k];
+    }
+    return out;
+  }
+
+ private:
+  int threads_;
+  std::array<std::array<double, N>, 16> small_;
+  std::vector<std::array<double, N>> large_;
+};
+
+using ForwardSums = PerThreadSums<kTotals>;
 
 // Flushes a thread's local accumulator into its slot of `acc`. Kernels count
 // into a local ForwardTotals (whose vector sums then stay in registers) rather
 // than into acc[thread] through a reference.
 template <typename T>
-C10_ALWAYS_INLINE void add_thread_totals(std::vector<ForwardTotals<T>>& acc, ForwardTotals<T>& local) {
+C10_ALWAYS_INLINE void add_thread_totals(ForwardSums& acc, ForwardTotals<T>& local) {
   local.flush();
-  double* dst = acc[static_cast<size_t>(at::get_thread_num())].totals;
+  auto& dst = acc[at::get_thread_num()];
   for (int k = 0; k < kTotals; ++k) dst[k] += local.totals[k];
 }
 
 // Writes the totals of the forward into the activation_stat row.
 template <typename T>
-void finish_forward_stats(const std::vector<ForwardTotals<T>>& acc, double dead_units, const T* y, int64_t n,
-                          double* stats) {
-  ForwardTotals<T> sum;
-  for (const auto& a : acc) sum.add(a);
-  const double* totals = sum.totals;
+void finish_forward_stats(const ForwardSums& acc, double dead_units, const T* y, int64_t n, double* stats) {
+  const std::array<double, kTotals> totals = acc.total();
   stats[nn::activation_stat::kSaturated] = totals[0];
   stats[nn::activation_stat::kDerivativeSum] = totals[1];
   stats[nn::activation_stat::kInputSum] = totals[2];

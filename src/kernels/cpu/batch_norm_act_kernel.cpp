@@ -53,7 +53,7 @@ void forward_impl(const at::Tensor& xt, const at::Tensor& yt, const BatchNormLay
   const ChannelParam gamma(a.weight, 1.0), beta(a.bias, 0.0);
   const bool want_stats = a.act_stats != nullptr;
   const int threads = at::get_num_threads();
-  std::vector<ForwardTotals<T>> acc(want_stats ? static_cast<size_t>(threads) : 0);
+  ForwardSums acc(want_stats ? threads : 1);
   const V all_set = V(T(0)) == V(T(0));
   auto set_statistics = [&](int64_t c, const Moments& m) {
     a.mean[c] = m.mean;
