@@ -592,6 +592,38 @@ TEST(Recorder, SinkFailureIsReportedNotSwallowed) {
   }
 }
 
+TEST(Recorder, LossIsTheValueAtEndStepWhateverItsType) {
+  // Host float and double scalars are read at end_step, other losses handed
+  // to the writer: each step records the value the loss had at end_step,
+  // even when the caller then reuses the tensor in place.
+  torch::nn::Sequential net(torch::nn::Linear(2, 2));
+  auto sink = std::make_shared<bt::MemorySink>();
+  bt::Recorder recorder(net, bt::RecorderOptions().background_writer(true));
+  recorder.add_sink(sink);
+  const std::vector<std::pair<torch::Tensor, double>> losses = {
+      {torch::tensor(1.25f), 1.25},
+      {torch::tensor(2.5, torch::kDouble), 2.5},
+      {torch::tensor(3.0).to(torch::kBFloat16), 3.0},  // exactly representable
+      {torch::tensor({4.5f}), 4.5},                      // one element, not 0-d
+  };
+  for (size_t i = 0; i < losses.size(); ++i) {
+    recorder.begin_step(static_cast<int64_t>(i));
+    recorder.end_step(losses[i].first, 0.1, 1);
+    losses[i].first.fill_(-1.0);
+  }
+  // A loss of several elements is an error that leaves the step open.
+  recorder.begin_step(4);
+  EXPECT_THAT(bnlab_test::error_of([&] { recorder.end_step(torch::ones({2}), 0.1, 1); }),
+              ::testing::HasSubstr("end_step: expected the step's loss as a tensor of one element, got shape [2]"));
+  recorder.end_step(torch::tensor(5.0f), 0.1, 1);
+  recorder.flush();
+  const auto steps = sink->steps();
+  ASSERT_EQ(steps.size(), losses.size() + 1);
+  for (size_t i = 0; i < losses.size(); ++i) EXPECT_EQ(steps[i].loss, losses[i].second) << "step " << i;
+  EXPECT_EQ(steps.back().loss, 5.0);
+  recorder.close();
+}
+
 TEST(Recorder, EndStepWithoutBeginIsAnError) {
   torch::nn::Sequential net(torch::nn::Linear(2, 2));
   bt::Recorder recorder(net);
