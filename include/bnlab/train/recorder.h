@@ -37,8 +37,10 @@ struct RecorderOptions {
   TORCH_ARG(int64_t, percentile_sample) = 1024;
   /// Alert thresholds.
   TORCH_ARG(AlertOptions, alerts) = {};
-  /// Derive metrics, raise alerts and write sinks on a background thread
-  /// (the training thread only copies one buffer per step).
+  /// Derive metrics, raise alerts and write sinks on a background thread,
+  /// named "bnlab-writer" (the training thread only hands it one buffer per
+  /// step). It needs a core: where BLAS or OpenMP threads occupy every core,
+  /// the training threads wait while it runs (README, Performance).
   TORCH_ARG(bool, background_writer) = true;
 };
 
