@@ -12,6 +12,10 @@
 
 #include <spdlog/spdlog.h>
 
+#if defined(__linux__)
+#include <pthread.h>
+#endif
+
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -23,7 +27,6 @@
 #include <limits>
 #include <mutex>
 #include <thread>
-#include <pthread.h>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -563,7 +566,9 @@ RawStep Recorder::Impl::take_raw() {
 }
 
 void Recorder::Impl::writer_loop() {
-  pthread_setname_np(pthread_self(), "bnlab-writer");
+#if defined(__linux__)
+  pthread_setname_np(pthread_self(), "bnlab-writer");  // in top, gdb and perf; bnlab-bench finds it by name
+#endif
   for (;;) {
     RawStep raw;
     {

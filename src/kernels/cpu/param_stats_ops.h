@@ -4,6 +4,7 @@
 // capability).
 #pragma once
 
+#include "kernels/cpu/per_thread_sums.h"
 #include "kernels/cpu/vec_helpers.h"
 #include "kernels/reduce.h"
 
@@ -99,25 +100,17 @@ class ParamStatsPartials {
  public:
   static constexpr int kSums = 6;  // Σθ, Σθ², Σg, Σg², ΣΔ, ΣΔ²
 
-  ParamStatsPartials() : threads_(at::get_num_threads()) {
-    if (threads_ > static_cast<int>(small_.size())) large_.resize(static_cast<size_t>(threads_));
-    for (int t = 0; t < threads_; ++t) data()[t].fill(0.0);
-  }
-  ParamStatsPartials(const ParamStatsPartials&) = delete;
-  ParamStatsPartials& operator=(const ParamStatsPartials&) = delete;
+  ParamStatsPartials() : sums_(at::get_num_threads()) {}
 
   /// This thread's six sums (call inside the parallel region).
-  double* of_this_thread() { return data()[at::get_thread_num()].data(); }
+  double* of_this_thread() { return sums_[at::get_thread_num()].data(); }
 
   /// Writes the totals into out's sum slots, and the NaN/Inf counts of θ (and
   /// of g, when given) — counted only when their sums say there are some.
   template <typename T>
   void finish(const T* theta, const T* grad, int64_t n, double* out) {
-    for (int k = 0; k < kSums; ++k) {
-      double total = 0.0;
-      for (int t = 0; t < threads_; ++t) total += data()[t][static_cast<size_t>(k)];
-      out[k] = total;
-    }
+    const std::array<double, kSums> totals = sums_.total();
+    std::copy(totals.begin(), totals.end(), out);
     out[param_stat::kNonFiniteParam] = std::isfinite(out[param_stat::kSumSq]) ? 0.0 : count_nonfinite(theta, n);
     out[param_stat::kNonFiniteGrad] =
         grad != nullptr && !std::isfinite(out[param_stat::kGradSumSq]) ? count_nonfinite(grad, n) : 0.0;
@@ -130,11 +123,8 @@ class ParamStatsPartials {
     for (int64_t i = 0; i < n; ++i) count += std::isfinite(p[i]) ? 0.0 : 1.0;
     return count;
   }
-  std::array<double, kSums>* data() { return large_.empty() ? small_.data() : large_.data(); }
 
-  int threads_;
-  std::array<std::array<double, kSums>, 16> small_;
-  std::vector<std::array<double, kSums>> large_;
+  PerThreadSums<kSums> sums_;
 };
 
 /// A parallel pass over n values whose step (as for accumulate_param_stats)
