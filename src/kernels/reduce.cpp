@@ -9,6 +9,7 @@ namespace bnlab::kernels {
 namespace cpu {
 KernelStub<ParameterStatsFn> parameter_stats_stub;
 KernelStub<SumSquaresFn> sum_squares_stub;
+KernelStub<ParallelWidthFn> parallel_width_stub;
 }  // namespace cpu
 
 namespace {

@@ -170,6 +170,38 @@ TEST_P(ActivationKernelStats, BackwardSlotsEqualIndependentValues) {
   }
 }
 
+TEST_P(ActivationKernelStats, ManyThreadsGiveTheSameStatistics) {
+  // The kernels keep up to 16 threads' sums inline and more on the heap: with
+  // 20 threads and an input of 20 of the kernels' 32768-element grains, threads
+  // past the 16th get work, and the statistics must not change.
+  const int previous_threads = torch::get_num_threads();
+  torch::manual_seed(29);
+  auto x = make_input({6600, 100}, torch::kFloat);
+  ActivationParams p;  // tanh
+  const auto layout = bnlab::kernels::unit_layout(x);
+  ASSERT_TRUE(layout.has_value());
+  auto gy = torch::randn(x.sizes());
+  std::vector<torch::Tensor> stats;
+  for (const int threads : {1, 20}) {
+    torch::set_num_threads(threads);
+    auto y = torch::empty_like(x);
+    auto gx = torch::empty_like(x);
+    stats.push_back(torch::zeros({slot::kCount}, torch::kDouble));
+    forward_(x, y, p, *layout, stats.back().data_ptr<double>());
+    backward_(gy, y, gx, p, stats.back().data_ptr<double>());
+  }
+  torch::set_num_threads(previous_threads);
+  for (const auto s : {slot::kSaturated, slot::kDeadUnits, slot::kNonFiniteOutput, slot::kNonFiniteGradInput}) {
+    EXPECT_EQ(stats[1][s].item<double>(), stats[0][s].item<double>()) << "slot " << s;
+  }
+  // Sums: the same terms, grouped otherwise (float vector sums flushed to double every 256 vectors).
+  for (const auto s : {slot::kDerivativeSum, slot::kInputSum, slot::kInputSumSq, slot::kOutputSum, slot::kOutputSumSq,
+                       slot::kGradOutputSumSq, slot::kGradInputSumSq}) {
+    EXPECT_NEAR(stats[1][s].item<double>(), stats[0][s].item<double>(),
+                1e-5 * std::abs(stats[0][s].item<double>()) + 1e-3) << "slot " << s;
+  }
+}
+
 // Float tanh has its own fast evaluation on AVX2/AVX-512 (kernels/cpu/fast_tanh.h;
 // 1.25 ulp at worst when written):
 // over every 509th float in [−12, 12] (both branches, the switch at 0.625 and the

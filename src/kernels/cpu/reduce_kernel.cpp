@@ -10,6 +10,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -100,11 +101,23 @@ void sum_squares_kernel(const at::Tensor& t, double* out) {
   });
 }
 
+int parallel_width_kernel(int64_t n) {
+  std::atomic<int> widest{0};
+  at::parallel_for(0, n, 1, [&](int64_t, int64_t) {
+    const int width = at::get_thread_num() + 1;
+    int seen = widest.load();
+    while (width > seen && !widest.compare_exchange_weak(seen, width)) {
+    }
+  });
+  return widest.load();
+}
+
 }  // namespace
 
 }  // inline namespace CPU_CAPABILITY
 
 BNLAB_REGISTER_KERNEL(parameter_stats_stub, parameter_stats_kernel);
 BNLAB_REGISTER_KERNEL(sum_squares_stub, sum_squares_kernel);
+BNLAB_REGISTER_KERNEL(parallel_width_stub, parallel_width_kernel);
 
 }  // namespace bnlab::kernels::cpu

@@ -22,7 +22,14 @@ using ParameterStatsFn = void (*)(const ParameterStatsJob* jobs, int64_t count);
 /// out[0] = Σ t², out[1] = NaN/Inf count, for a dense t.
 using SumSquaresFn = void (*)(const at::Tensor& t, double* out);
 
+/// How many threads at::parallel_for spreads `n` single-iteration tasks over
+/// in the kernels' own code. at::parallel_for is a header template: with
+/// LibTorch's OpenMP backend it runs in parallel only where the caller is
+/// compiled with OpenMP, as the kernels are; this tells the tests they still are.
+using ParallelWidthFn = int (*)(int64_t n);
+
 extern KernelStub<ParameterStatsFn> parameter_stats_stub;
 extern KernelStub<SumSquaresFn> sum_squares_stub;
+extern KernelStub<ParallelWidthFn> parallel_width_stub;
 
 }  // namespace bnlab::kernels::cpu
