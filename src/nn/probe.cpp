@@ -128,16 +128,16 @@ void select_ranks(const uint32_t* keys, size_t n, int level, const size_t* ranks
     p[taken] = keys[i];
     taken += is_wanted[(keys[i] - lo) >> shift];
   }
-  // Pass 2, over the short array: each key to its bucket's place.
-  gathered.resize(gathered_size);
-  uint32_t* g = gathered.data();
-  if (wanted == 1) {
-    std::copy(p, p + gathered_size, g);
-  } else {
+  // Pass 2, over the short array: each key to its bucket's place (with one
+  // wanted bucket the short array is that bucket already).
+  const uint32_t* g = p;
+  if (wanted > 1) {
+    gathered.resize(gathered_size);
     std::array<uint8_t, size_t{1} << kMaxDigitBits> slot_of;
     for (size_t k = 0; k < wanted; ++k) slot_of[bucket_of[k]] = static_cast<uint8_t>(k);
     auto fill = gathered_at;  // each wanted bucket's next free place
-    for (size_t i = 0; i < gathered_size; ++i) g[fill[slot_of[(p[i] - lo) >> shift]]++] = p[i];
+    for (size_t i = 0; i < gathered_size; ++i) gathered[fill[slot_of[(p[i] - lo) >> shift]]++] = p[i];
+    g = gathered.data();
   }
   std::array<size_t, kMaxRanks> local{};
   for (size_t k = 0; k < wanted; ++k) {
